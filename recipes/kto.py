@@ -1,0 +1,25 @@
+"""KTO with trl.KTOTrainer (`method=kto`): unpaired desirable/undesirable answers; pairs are unpaired for it."""
+
+from trl import KTOConfig, KTOTrainer
+
+from recipes.trl_args import make_config
+
+DATA_FORMAT = "unpaired"  # prompt, completion, label
+USES_REFERENCE = True
+
+
+def build_config(cfg) -> KTOConfig:
+    return make_config(KTOConfig, cfg)
+
+
+def build_trainer(cfg, *, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
+    return KTOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=build_config(cfg),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
