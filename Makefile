@@ -29,8 +29,62 @@ $(STAMP): requirements.txt
 
 setup: $(STAMP) ## create or update .venv from requirements.txt
 
-train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo [model= dataset= peft= logger= ARGS=]
-	$(PY) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
+# launcher=single|ddp|fsdp|zero3 gpus=N: one process per GPU through `accelerate launch` and conf/launcher/<launcher>.yaml;
+# multi-node: ACCELERATE_ARGS="--num_machines 2 --machine_rank 0 --main_process_ip HOST --main_process_port 29500".
+# Every rank must agree on the run directory, hence one timestamp for all of them.
+launcher ?=
+gpus ?=
+ACCELERATE_ARGS ?=
+LAUNCH = $(if $(launcher),RECIPES_RUN_STAMP=$(shell date +%Y-%m-%d_%H-%M-%S) $(VENV)/bin/accelerate launch \
+	--config_file conf/launcher/$(launcher).yaml $(if $(gpus),--num_processes $(gpus)) $(ACCELERATE_ARGS),$(PY))
+
+train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo [model= dataset= peft= logger= launcher= gpus= ARGS=]
+	$(LAUNCH) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
+
+# A beta sweep: one Hydra multirun job per value, then summary.csv/.md/.png in the sweep directory.
+method ?= dpo
+betas ?= 0.01,0.05,0.1,0.5
+sweep_root ?= multirun
+SWEEP_NAME := sweep-$(method)-$(shell date +%Y-%m-%d_%H-%M-%S)
+# One W&B group per sweep; logger=none has no group to set.
+SWEEP_GROUP = $(if $(filter wandb,$(or $(logger),wandb)),logger.group=$(SWEEP_NAME))
+.PHONY: sweep-beta new-recipe recipes
+
+sweep-beta: $(STAMP) ## sweep beta, then summarize [method=dpo betas=0.01,0.05,0.1,0.5 model= dataset= peft= logger= ARGS=]
+	$(PY) scripts/train.py -m method=$(method) method.beta=$(betas) $(GROUP_OVERRIDES) $(SWEEP_GROUP) \
+		'hydra.sweep.dir=$(sweep_root)/$(method)/$${model.name}/$(SWEEP_NAME)' $(ARGS)
+	$(PY) scripts/summarize_sweep.py $(sweep_root)/$(method)/*/$(SWEEP_NAME)
+
+new-recipe: $(STAMP) ## copy a recipe to edit: new-recipe from=dpo name=my_dpo [force=1]; from=experiment/<name> too
+	$(PY) scripts/new_recipe.py $(from) $(name) $(if $(force),--force)
+
+recipes: $(STAMP) ## list the methods (with their recipe module) and the experiments
+	$(PY) scripts/new_recipe.py --list
+
+# Data tools: the pre-flight report takes train.py's overrides; pairs takes conf/make_pairs.yaml's.
+.PHONY: check-data pairs
+
+check-data: $(STAMP) ## data report before training [dataset= model= method= ARGS="dataset.path=... train.max_length=... --json"]
+	$(PY) scripts/check_data.py method=$(method) $(GROUP_OVERRIDES) $(ARGS)
+
+pairs: $(STAMP) ## best-of-N pairs into outputs/pairs.jsonl [model= ARGS="num_prompts=128 reward.model=... output=... --force"]
+	$(PY) scripts/make_pairs.py $(if $(model),model=$(model)) $(ARGS)
+
+# Evaluation: a trained run against its reference (eval.json), methods side by side, a sweep's reward-KL frontier.
+run ?=
+sweep ?=
+.PHONY: eval compare-methods frontier
+
+eval: $(STAMP) ## evaluate a run: eval run=<run dir> [ARGS="--num-samples 4 --temperature 0.7 --json --force"]
+	$(if $(run),,$(error give the run directory: make eval run=outputs/dpo/<model>/<time>))
+	$(PY) scripts/evaluate.py $(run) $(ARGS)
+
+compare-methods: $(STAMP) ## train dpo, dpo+sft, ipo, kto, orpo, simpo with one budget; compare.md/.png [model= ARGS=]
+	$(PY) scripts/compare_methods.py $(GROUP_OVERRIDES) $(ARGS)
+
+frontier: $(STAMP) ## pass rate against KL for each run of a sweep: frontier sweep=<sweep dir> -> frontier.png/.csv
+	$(if $(sweep),,$(error give the sweep directory: make frontier sweep=multirun/dpo/<model>/<time>))
+	$(PY) scripts/plot_frontier.py $(sweep) $(ARGS)
 
 test: $(STAMP) ## fast tests (tiny random model), under 10 minutes on 2 cores
 	$(PY) -m pytest -m "not slow" $(ARGS)

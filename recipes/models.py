@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -167,7 +168,13 @@ def load_model(model_cfg: DictConfig, precision: str, quantization_config=None, 
         torch.manual_seed(seed)  # the same random model for the same seed
         init = OmegaConf.to_container(model_cfg.init_config, resolve=True)
         config = AutoConfig.for_model(**init)
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        if quantization_config is None:
+            return model
+        # bitsandbytes quantizes while loading weights: round-trip the random weights through a folder.
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, quantization_config=quantization_config)
     source = str(_gguf_cache(model_cfg)) if model_cfg.get("gguf_file") else model_source(model_cfg)
     kwargs = dict(
         dtype=dtype,

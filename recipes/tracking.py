@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from recipes.distributed import is_main_process
+
 
 def wandb_mode() -> str:
     """online when a key is configured, else offline (no network needed; `wandb sync <run dir>/wandb/...` later)."""
@@ -20,7 +22,7 @@ def start_wandb(cfg: DictConfig, run_dir: Path, name: str):
 
     transformers' WandbCallback reuses an open run and adds TRL's metrics and arguments to it.
     """
-    if cfg.logger.name != "wandb":
+    if cfg.logger.name != "wandb" or not is_main_process():
         return None
     import wandb
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import types
+import typing
 from typing import Any
 
 import torch
@@ -10,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from recipes.errors import RecipeError
 from recipes.models import pick_precision
 
-# Keys of conf/method/*.yaml that are ours, not the TRL config's.
+# Keys of conf/method/*.yaml and of train: that are the launcher's, not the TRL config's.
 METHOD_KEYS = ("name", "recipe")
+TRAIN_KEYS = ("resume",)
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -22,7 +27,7 @@ def run_name(cfg: DictConfig) -> str:
 
 def trl_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """cfg.train plus the method's hyperparameters, with precision and reporting chosen for this machine."""
-    kwargs = OmegaConf.to_container(cfg.train, resolve=True)
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items() if k not in TRAIN_KEYS}
     kwargs.update({k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in METHOD_KEYS})
     precision = pick_precision(cfg.precision)
     kwargs["bf16"] = precision == "bf16"
@@ -34,18 +39,62 @@ def trl_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 
 def make_config(config_class: type, cfg: DictConfig):
-    """Instantiate `config_class`, turning a misspelled or unsupported key into an error that names it."""
+    """Instantiate `config_class` after checking every key against it; all problems come in one block."""
     kwargs = trl_kwargs(cfg)
+    problems = _field_problems(config_class, kwargs, cfg.method.name)
+    if problems:
+        raise RecipeError(f"{config_class.__name__}:\n  - " + "\n  - ".join(problems))
     try:
         return config_class(**kwargs)
-    except TypeError as exc:
-        known = set(config_class.__dataclass_fields__)
-        unknown = sorted(k for k in kwargs if k not in known)
-        if unknown:
-            raise RecipeError(
-                f"{config_class.__name__} has no field(s) {', '.join(unknown)}: check conf/method/{cfg.method.name}.yaml "
-                f"and the train: section of conf/train.yaml."
-            ) from None
-        raise
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise RecipeError(f"{config_class.__name__} rejected the config: {exc}") from None
+
+
+def _where(key: str, method_name: str) -> str:
+    return f"conf/method/{method_name}.yaml" if key in ("beta", "loss_type") else "the train: section of conf/train.yaml"
+
+
+def _field_problems(config_class: type, kwargs: dict[str, Any], method_name: str) -> list[str]:
+    """Unknown keys, values of the wrong type, and choices TRL would only reject at the first loss computation."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    hints = typing.get_type_hints(config_class)
+    problems = []
+    for key, value in kwargs.items():
+        if key not in fields:
+            problems.append(f"no field '{key}' (from conf/method/{method_name}.yaml or conf/train.yaml): remove or rename it.")
+            continue
+        expected = _scalar_types(hints[key])
+        if expected and value is not None and not _matches(value, expected):
+            names = "/".join(t.__name__ for t in expected)
+            problems.append(f"{key}={value!r}: expected {names} ({_where(key, method_name)}).")
+        allowed = _choices(fields[key])
+        values = value if isinstance(value, list) else [value]
+        bad = [v for v in values if allowed and v not in allowed]
+        if bad:
+            problems.append(f"{key}={value!r}: {', '.join(map(repr, bad))} unknown to TRL; one of {', '.join(allowed)}.")
+    return problems
+
+
+def _scalar_types(hint) -> tuple[type, ...]:
+    """The scalar types a field accepts (int also passes for float), or () when the hint is not a plain scalar."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    scalars = tuple(a for a in args if a in (int, float, bool, str))
+    if len(scalars) != len([a for a in args if a is not type(None)]):
+        return ()
+    return scalars + ((int,) if float in scalars else ())
+
+
+def _matches(value, expected: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # bool is an int subclass; max_steps=true is still a mistake
+        return bool in expected
+    return isinstance(value, expected)
+
+
+def _choices(field: dataclasses.Field) -> list[str]:
+    """Allowed values as TRL declares them: a `choices` list, or the quoted names after 'Possible values are'."""
+    if field.metadata.get("choices"):
+        return list(field.metadata["choices"])
+    help_text = field.metadata.get("help", "")
+    if "Possible values are" in help_text:
+        return re.findall(r"`'(\w+)'`", help_text.split("Possible values are", 1)[1].split(".", 1)[0])
+    return []

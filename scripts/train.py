@@ -21,10 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from recipes import load_recipe  # noqa: E402
 from recipes.adapters import lora_config, quantization_config  # noqa: E402
+from recipes.callbacks import build_callbacks  # noqa: E402
 from recipes.data import load_splits  # noqa: E402
-from recipes.errors import RecipeError  # noqa: E402
+from recipes.distributed import is_main_process, quiet_other_ranks, world_size  # noqa: E402
+from recipes.data.checks import drop_unusable  # noqa: E402
+from recipes.data.report import log_summary  # noqa: E402
+from recipes.checkpoints import resolve_resume  # noqa: E402
+from recipes.errors import RecipeError, RunInterrupted  # noqa: E402
+from recipes.evaluation import evaluate_after_training  # noqa: E402
 from recipes.models import check_available, load_model, load_tokenizer, pick_precision  # noqa: E402
-from recipes.run_files import MODEL_DIR, METRICS_FILE, refuse_existing_run, save_config, write_json  # noqa: E402
+from recipes.run_files import (  # noqa: E402
+    LOG_HISTORY_FILE, METRICS_FILE, MODEL_DIR, evaluate_before_training, refuse_existing_run, save_config, write_json,
+)
 from recipes.tracking import finish_wandb, start_wandb  # noqa: E402
 from recipes.trl_args import run_name  # noqa: E402
 from recipes.validation import validate  # noqa: E402
@@ -36,30 +44,42 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     recipe = load_recipe(cfg.method.recipe)
     validate(cfg, recipe)
-    refuse_existing_run(run_dir)
+    checkpoint = resolve_resume(cfg.train.resume, run_dir)
+    refuse_existing_run(run_dir, resuming=checkpoint is not None)
     check_available(cfg.model)
     save_config(cfg, run_dir)
 
     precision = pick_precision(cfg.precision)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, precision, quantization_config(cfg.peft, precision), seed=cfg.train.seed)
+    quant_config = quantization_config(cfg.peft, precision)
+    model = load_model(cfg.model, precision, quant_config, seed=cfg.train.seed)
     peft_config = lora_config(cfg.peft)
-    # Full-parameter training keeps a frozen copy as the reference; with LoRA the trainer disables the adapter instead.
-    needs_ref_copy = recipe.USES_REFERENCE and peft_config is None
-    ref_model = load_model(cfg.model, precision, seed=cfg.train.seed) if needs_ref_copy else None
+    # A frozen reference copy for full-parameter training, and for LoRA under data parallelism: there TRL's
+    # adapter-disabled reference toggles requires_grad on the adapter, which silently stops DDP's gradient sync.
+    needs_ref_copy = recipe.USES_REFERENCE and (peft_config is None or world_size() > 1)
+    ref_model = load_model(cfg.model, precision, quant_config, seed=cfg.train.seed) if needs_ref_copy else None
     train_data, eval_data = load_splits(cfg.dataset, recipe.DATA_FORMAT)
     log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.DATA_FORMAT)
+    log_summary(train_data, eval_data, tokenizer, cfg.train.max_length)
+    train_data, eval_data = drop_unusable(train_data, eval_data, tokenizer, cfg.train.max_length)
 
     start_wandb(cfg, run_dir, run_name(cfg))
+    callbacks = build_callbacks(cfg)
     trainer = recipe.build_trainer(
         cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
-        train_dataset=train_data, eval_dataset=eval_data, peft_config=peft_config, callbacks=None,
+        train_dataset=train_data, eval_dataset=eval_data, peft_config=peft_config, callbacks=callbacks,
     )
-    before = trainer.evaluate(metric_key_prefix="eval") if cfg.eval_before_training else {}
-    train_metrics = trainer.train().metrics
+    before = evaluate_before_training(trainer, run_dir) if cfg.eval_before_training else {}
+    train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
+    if callbacks[0].stopped_by_signal:
+        raise RunInterrupted(
+            f"stopped by SIGTERM at step {trainer.state.global_step} after saving a checkpoint; continue with "
+            f"train.resume=auto hydra.run.dir={run_dir}"
+        )
     after = trainer.evaluate(metric_key_prefix="eval")
     trainer.save_model(str(run_dir / MODEL_DIR))
-    tokenizer.save_pretrained(str(run_dir / MODEL_DIR))
+    if is_main_process():
+        tokenizer.save_pretrained(str(run_dir / MODEL_DIR))
 
     metrics = {
         "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name, "peft": cfg.peft.name,
@@ -68,30 +88,46 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "before_training": before, "wall_time_s": round(time.time() - started, 1),
     }
     write_json(run_dir / METRICS_FILE, metrics)
+    write_json(run_dir / LOG_HISTORY_FILE, {"log_history": trainer.state.log_history})
+    if is_main_process():
+        evaluate_after_training(cfg, trainer, ref_model, tokenizer, run_dir)  # eval.json: verifier pass rates, KL
     log.info("run directory: %s", run_dir)
     return metrics
+
+
+def sweep_objective(metrics: dict, name: str) -> float:
+    """What a Hydra sweeper optimizes (Optuna's direction is set in conf/hparams_search/): metrics[optimized_metric]."""
+    value = metrics.get(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise RecipeError(
+            f"optimized_metric={name}: this run's metrics.json has no such number (method {metrics.get('method')} "
+            f"reports {', '.join(numeric)}). Set optimized_metric to one of them."
+        )
+    return float(value)
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    quiet_other_ranks()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg, run_dir)
         finish_wandb(0)
-        return metrics.get("eval_loss")  # what a Hydra sweeper minimizes
+        return sweep_objective(metrics, cfg.optimized_metric)
     except Exception as exc:
         finish_wandb(1)
         reason = str(exc) if isinstance(exc, RecipeError) else f"{type(exc).__name__}: {exc}"
         if multirun:
             # One failed job must not end the sweep: record it and let the others run.
             log.exception("job failed: %s", reason)
-            if not (run_dir / METRICS_FILE).exists():
+            if not isinstance(exc, RunInterrupted) and not (run_dir / METRICS_FILE).exists():
                 write_json(run_dir / METRICS_FILE, {"status": "failed", "error": reason, "method": cfg.method.name})
             return None
         if isinstance(exc, RecipeError):
             log.error("%s", reason)
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         raise
 
 

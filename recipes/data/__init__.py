@@ -1,5 +1,8 @@
 """Preference data for every method: load what `conf/dataset/*.yaml` names, convert, validate, shape for the method.
 
+Sources: the built-in task (builtin.py), Hub datasets or local copies of them (hub.py), your own files (local.py).
+Checks that need the tokenizer (checks.py) and the pre-flight report (report.py) run on what this returns.
+
 `load_splits` returns train/eval `datasets.Dataset`s holding only the columns TRL reads: paired rows
 (prompt, chosen, rejected) for DPO/IPO/ORPO, unpaired rows (prompt, completion, label) for KTO.
 """
@@ -12,7 +15,8 @@ from pathlib import Path
 from datasets import Dataset
 from omegaconf import DictConfig
 
-from recipes.data import builtin
+from recipes.data import builtin, local
+from recipes.data.checks import drop_identical
 from recipes.data.hub import CONVERTERS
 from recipes.errors import RecipeError
 
@@ -28,6 +32,8 @@ def load_splits(dataset_cfg: DictConfig, data_format: str) -> tuple[Dataset, Dat
     if dataset_cfg.format == "builtin":
         pairs = builtin.build_pairs(dataset_cfg.num_train, dataset_cfg.num_eval, seed=dataset_cfg.seed)
         train, test = (Dataset.from_list(pairs[split]).select_columns(PAIRED_COLUMNS) for split in ("train", "test"))
+    elif dataset_cfg.format == "local":
+        train, test = local.load_splits(dataset_cfg)
     else:
         train = _load_hub_split(dataset_cfg, dataset_cfg.train_split, dataset_cfg.max_train_samples)
         test = _load_hub_split(dataset_cfg, dataset_cfg.eval_split, dataset_cfg.max_eval_samples)
@@ -96,4 +102,7 @@ def _load_hub_split(dataset_cfg: DictConfig, split: str, limit: int | None) -> D
         log.warning("dataset '%s' split '%s': skipped %d of %d rows that do not convert", dataset_cfg.name, split, skipped, len(raw))
     if not rows:
         raise RecipeError(f"dataset '{dataset_cfg.name}' split '{split}' from {source}: no usable rows.")
+    if "chosen" in rows[0]:
+        where = f"dataset '{dataset_cfg.name}' ({source}, split '{split}')"
+        rows = drop_identical(rows, where, dataset_cfg.get("max_dropped_fraction", 0.1))
     return Dataset.from_list(rows)

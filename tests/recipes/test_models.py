@@ -55,3 +55,14 @@ def test_local_folder_in_hub_layout_loads(tmp_path):
     model = load_model(cfg, "fp32")
     assert model.config.hidden_size == 64
     assert load_tokenizer(cfg).chat_template is not None
+
+
+def test_qlora_loads_the_base_in_4bit_nf4():
+    import bitsandbytes as bnb
+
+    from recipes.adapters import quantization_config
+
+    cfg = compose_config("model=tiny-random", "peft=qlora")
+    model = load_model(cfg.model, "fp32", quantization_config(cfg.peft, "fp32"))
+    linear4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert linear4 and linear4[0].weight.quant_type == "nf4" and linear4[0].weight.quant_state.nested

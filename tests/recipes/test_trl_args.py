@@ -24,7 +24,7 @@ def test_a_key_the_trl_config_lacks_is_named():
     cfg = compose_config("method=orpo")
     with open_dict(cfg):
         cfg.method.max_prompt_length = 128  # removed from TRL: must not pass silently
-    with pytest.raises(RecipeError, match="ORPOConfig has no field.*max_prompt_length.*conf/method/orpo.yaml"):
+    with pytest.raises(RecipeError, match="ORPOConfig:\n  - no field 'max_prompt_length' \\(from conf/method/orpo.yaml"):
         load_recipe(cfg.method.recipe).build_config(cfg)
 
 

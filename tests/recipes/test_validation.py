@@ -32,3 +32,21 @@ def test_all_problems_come_in_one_block():
 def test_default_config_is_valid():
     cfg = compose_config()
     validate(cfg, load_recipe(cfg.method.recipe))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=kto", "method.desirable_weight=0"], r"method\.desirable_weight=0: must be > 0"),
+        (["method=kto", "method.undesirable_weight=-2"], r"method\.undesirable_weight=-2: must be > 0"),
+        (["method=kto", "train.per_device_train_batch_size=1"], r"per_device_train_batch_size must be >= 2 for KTO"),
+        (["method.loss_type=[sigmoid,sigmoidd]"], r"DPOConfig: loss_type=.*'sigmoidd' unknown to TRL; one of sigmoid, hinge, ipo"),
+        (["train.max_steps=abc"], r"DPOConfig: max_steps='abc': expected int \(the train: section of conf/train\.yaml\)"),
+        (["method.beta=high"], r"DPOConfig: beta='high': expected float/int \(conf/method/dpo\.yaml\)"),
+        (["train.max_steps=true"], r"max_steps=True: expected int"),
+    ],
+)
+def test_field_types_and_trl_choices_are_checked_before_loading(overrides, message):
+    cfg = compose_config(*overrides)
+    with pytest.raises(RecipeError, match=message):
+        validate(cfg, load_recipe(cfg.method.recipe))

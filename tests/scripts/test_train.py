@@ -104,3 +104,10 @@ def test_wandb_logs_offline_into_the_run_directory(run_dir):
         assert name in data, name
     assert b"dpo-tiny-random-beta0.1" in data  # the run name says method, model and beta
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["logger"]["name"] == "wandb"
+
+
+def test_qlora_trains_on_cpu(run_dir):
+    run_train("method=dpo", "peft=qlora", *FAST, f"hydra.run.dir={run_dir}")
+    metrics, config = read_run(run_dir)
+    assert config["peft"]["load_in_4bit"] is True
+    assert metrics["eval_loss"] < metrics["before_training"]["eval_loss"]

@@ -1,0 +1,68 @@
+"""Pre-flight data report: `make check-data dataset=hh-rlhf model=qwen2.5-0.5b-instruct` (or `python scripts/check_data.py ...`).
+
+Takes the same Hydra overrides as scripts/train.py (`method=kto`, `train.max_length=512`, `dataset.path=pairs.jsonl`)
+and loads only the tokenizer, never model weights. Prints a table; `--json` prints one JSON object instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from recipes import load_recipe  # noqa: E402
+from recipes.data import load_splits  # noqa: E402
+from recipes.data.report import data_report, format_table  # noqa: E402
+from recipes.errors import RecipeError  # noqa: E402
+from recipes.models import check_available, load_tokenizer  # noqa: E402
+
+
+def compose_train_config(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml with the overrides, composed exactly as the launcher composes it."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def check(cfg: DictConfig) -> dict:
+    data_format = load_recipe(cfg.method.recipe).DATA_FORMAT
+    check_available(cfg.model)
+    tokenizer = load_tokenizer(cfg.model)
+    train, eval_ = load_splits(cfg.dataset, data_format)
+    report = data_report(train, eval_, tokenizer, cfg.train.max_length)
+    return {"dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name, **report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for scripts/train.py")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # libraries print notes at import (transformers' W&B line): keep stdout for us
+            result = check(compose_train_config(args.overrides))
+    except (RecipeError, HydraException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        title = f"Data check: dataset={result['dataset']} model={result['model']} method={result['method']}"
+        print(format_table(result, title))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

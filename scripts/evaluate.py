@@ -1,0 +1,64 @@
+"""Evaluate a trained run against its reference: `python scripts/evaluate.py <run dir>` (or `make eval run=<run dir>`).
+
+Options: --num-samples 4 --temperature 0.7 (sampled answers too), --max-prompts, --max-new-tokens, --batch-size,
+--json (one JSON object on stdout), --force (replace an existing eval.json). Writes <run dir>/eval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from recipes.errors import RecipeError  # noqa: E402
+from recipes.evaluation import (  # noqa: E402
+    GenerationSettings, evaluate, format_report, load_run, log_to_wandb, refuse_existing_eval, write_eval,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a run directory (config.yaml + model/)")
+    parser.add_argument("--max-prompts", type=int, help="held-out prompts to answer (default: the run's eval_generation)")
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--num-samples", type=int, help="also sample this many answers per prompt")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (with --num-samples)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--force", action="store_true", help="replace an existing eval.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        refuse_existing_eval(args.run_dir, args.force)
+        cfg, tokenizer, models = load_run(args.run_dir)
+        settings = GenerationSettings.from_config(
+            cfg.get("eval_generation"), max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size, num_samples=args.num_samples, temperature=args.temperature, seed=cfg.train.seed,
+        )
+        result = evaluate(cfg, models, tokenizer, settings)
+        result["written_by"] = "scripts/evaluate.py"
+        path = write_eval(args.run_dir, result, force=args.force)
+        log_to_wandb(result, cfg, args.run_dir)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(json.loads(path.read_text())))  # as written: NaN already turned into null
+    else:
+        print(f"{args.run_dir} ({result['method']}, {result['model']}) -> {path}")
+        print(format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

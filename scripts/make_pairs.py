@@ -1,0 +1,87 @@
+"""Best-of-N preference pairs from a model: `make pairs` (or `python scripts/make_pairs.py model=tiny-random num_prompts=8`).
+
+Hydra overrides for conf/make_pairs.yaml (`model=`, `prompts=`, `num_samples=`, `reward.model=`, `output=`); `--force`
+overwrites an existing output, `--json` prints the counts as one JSON object. Train on the output with
+`make train-dpo dataset=local ARGS="dataset.path=outputs/pairs.jsonl"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from recipes.data.pairs import RewardModel, builtin_prompts, read_prompts, refuse_overwrite, sample_pairs, verifier_scores, write_pairs  # noqa: E402
+from recipes.errors import RecipeError  # noqa: E402
+from recipes.models import check_available, load_model, load_tokenizer, pick_precision  # noqa: E402
+
+
+def compose_pairs_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="make_pairs", overrides=overrides)
+
+
+def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> dict:
+    refuse_overwrite(cfg.output, force)  # before minutes of sampling, not after
+    prompts = read_prompts(cfg.prompts, cfg.num_prompts) if cfg.prompts else builtin_prompts(cfg.num_prompts, cfg.seed)
+    if cfg.reward.model:
+        score = RewardModel(str(cfg.reward.model), cfg.reward.batch_size, cfg.reward.max_length)
+    else:
+        verifier_scores(prompts[0], [])  # prompts without verifier fields fail here, before the model loads
+        score = verifier_scores
+    check_available(cfg.model)
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, pick_precision(cfg.precision), seed=cfg.seed).eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    pairs, stats = sample_pairs(
+        model, tokenizer, prompts, score, num_samples=cfg.num_samples, batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, progress=progress,
+    )
+    if not pairs:
+        raise RecipeError(
+            f"no pairs from {stats['prompts']} prompts: {stats['ties']} tied (every answer scored the same), "
+            f"{stats['too_few_distinct']} had under two distinct answers. Sample more (num_samples=), more varied "
+            f"(temperature=), or score finer (reward.model=)."
+        )
+    write_pairs(pairs, cfg.output, force=force)
+    return {"output": str(cfg.output), "model": cfg.model.name, "scorer": cfg.reward.model or "builtin verifier", **stats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for conf/make_pairs.yaml")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # libraries print notes at import (transformers' W&B line): keep stdout for us
+            result = make_pairs(compose_pairs_config(args.overrides), force=args.force)
+    except (RecipeError, HydraException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        print("\n".join(f"{key:<{width}}  {value}" for key, value in result.items()))
+        print(f"\ntrain on it: make train-dpo dataset=local ARGS=\"dataset.path={result['output']}\"")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

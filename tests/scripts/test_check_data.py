@@ -1,0 +1,62 @@
+"""scripts/check_data.py: the same Hydra overrides as train.py, the tokenizer only, a table or one JSON object."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+from recipes.data import builtin
+from recipes.data.report import BOUNDARY_MARK
+from tests.conftest import REPO
+
+spec = importlib.util.spec_from_file_location("check_data", REPO / "scripts" / "check_data.py")
+check_data = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check_data)
+
+
+def test_json_report_on_builtin_data_with_the_tiny_model(capsys):
+    assert check_data.main(["model=tiny-random", "dataset.num_train=32", "dataset.num_eval=8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["dataset"], report["model"], report["method"], report["format"]) == ("builtin", "tiny-random", "dpo", "paired")
+    assert (report["splits"]["train"]["rows"], report["splits"]["eval"]["rows"]) == (32, 8)
+    assert report["splits"]["train"]["boundary_mismatches"] == 0 and report["eval_prompts_in_train"] == 0
+    first = builtin.build_pairs(32, 8, seed=0)["train"][0]
+    assert report["example"]["row"] == {k: first[k] for k in ("prompt", "chosen", "rejected")}
+    assert BOUNDARY_MARK + first["chosen"][0]["content"] in report["example"]["rendered"]
+
+
+def test_method_and_train_overrides_change_the_report(capsys):
+    assert check_data.main(["model=tiny-random", "method=kto", "train.max_length=70", "dataset.num_train=8",
+                            "dataset.num_eval=4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    train = report["splits"]["train"]
+    assert report["format"] == "unpaired" and train["rows"] == 16 and report["max_length"] == 70
+    # ChatML with the char tokenizer: a one-turn prompt is its characters + 19 tokens; each pair gives two KTO rows
+    prompts = [row["prompt"][0]["content"] for row in builtin.build_pairs(8, 4, seed=0)["train"]]
+    assert train["emptied"] == 2 * sum(len(p) + 19 >= 70 for p in prompts) > 0
+    assert train["labels"]["desirable"] == train["labels"]["undesirable"] == 8
+
+
+def test_table_for_local_data_with_a_column_mapping(tmp_path, capsys):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"q": "aaaa", "good": "bbbbbb", "bad": "cc"}, {"q": "dd", "good": "e", "bad": "fffff"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    eval_path = tmp_path / "eval.jsonl"
+    eval_path.write_text(json.dumps({"q": "dd", "good": "x", "bad": "y"}) + "\n")
+    assert check_data.main(["model=tiny-random", "dataset=local", f"dataset.path={path}", f"dataset.eval_path={eval_path}",
+                            "dataset.columns.prompt=q", "dataset.columns.chosen=good", "dataset.columns.rejected=bad",
+                            "train.max_length=10"]) == 0
+    table = capsys.readouterr().out
+    assert "Data check: dataset=local model=tiny-random method=dpo" in table
+    assert "paired, plain text, train.max_length=10" in table
+    assert "length bias (train): chosen longer in 50.0% of pairs, mean chosen - rejected = +0.00 tokens" in table
+    assert "eval prompts also in train: 1" in table
+
+
+def test_bad_input_exits_2_with_the_message_from_a_fresh_process(tmp_path):
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "check_data.py"), "model=tiny-random", "dataset=local",
+                          f"dataset.path={tmp_path / 'missing.jsonl'}"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "missing.jsonl: no such file or folder" in bad.stderr and bad.stdout == ""
+    typo = subprocess.run([sys.executable, str(REPO / "scripts" / "check_data.py"), "dataset.num_trian=3"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert typo.returncode == 2 and "num_trian" in typo.stderr

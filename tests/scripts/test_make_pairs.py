@@ -1,0 +1,49 @@
+"""scripts/make_pairs.py end to end on the tiny model, then scripts/train.py on its output with dataset=local."""
+
+import json
+import subprocess
+import sys
+
+from recipes.data.local import read_pairs
+from tests.conftest import REPO, read_run, run_train
+from tests.recipes.data.test_pairs import build_tiny_reward_model
+
+FAST_PAIRS = ["model=tiny-random", "num_prompts=12", "num_samples=3", "max_new_tokens=10", "batch_size=6"]
+
+
+def make_pairs(*args):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "make_pairs.py"), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_pairs_from_a_reward_model_train_with_dataset_local(tmp_path, run_dir):
+    output = tmp_path / "pairs.jsonl"
+    reward = build_tiny_reward_model(tmp_path / "rm")
+    result = make_pairs(*FAST_PAIRS, f"output={output}", f"reward.model={reward}", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads(result.stdout)
+    assert (stats["prompts"], stats["scorer"]) == (12, str(reward))
+    assert stats["pairs"] + stats["ties"] + stats["too_few_distinct"] == 12 and stats["pairs"] >= 10
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == stats["pairs"]
+    assert all(r["chosen_score"] > r["rejected_score"] and r["chosen"] != r["rejected"] for r in rows)
+    assert len(read_pairs(output, {})) == len(rows)  # the local loader accepts every row
+
+    again = make_pairs(*FAST_PAIRS, f"output={output}", f"reward.model={reward}")
+    assert again.returncode == 2 and "already exists: pass --force" in again.stderr
+    assert len(output.read_text().splitlines()) == len(rows)
+
+    run_train("method=dpo", "model=tiny-random", "logger=none", "train.max_steps=2", "dataset=local",
+              f"dataset.path={output}", "dataset.eval_fraction=0.25", f"hydra.run.dir={run_dir}")
+    metrics, config = read_run(run_dir)
+    assert metrics["status"] == "completed" and metrics["dataset"] == "local"
+    assert config["dataset"]["path"] == str(output)
+    log = (run_dir / "train.log").read_text()
+    assert "data check: train: " in log and "boundary mismatches 0" in log
+
+
+def test_verifier_scores_of_random_text_all_tie_and_the_error_counts_them(tmp_path):
+    output = tmp_path / "pairs.jsonl"
+    result = make_pairs(*FAST_PAIRS, "num_prompts=4", f"output={output}")
+    assert result.returncode == 2 and not output.exists()
+    assert "no pairs from 4 prompts: 4 tied (every answer scored the same)" in result.stderr

@@ -1,0 +1,120 @@
+"""scripts/new_recipe.py in a temporary copy of the repository: copy, train the copy, refuse to overwrite, --force."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import FAST, REPO
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """recipes/, conf/ and scripts/ copied, so the real tree is never modified."""
+    root = tmp_path / "repo"
+    for folder in ("recipes", "conf", "scripts"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def new_recipe(root, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(root / "scripts" / "new_recipe.py"), *args],
+                          cwd=root, capture_output=True, text=True, timeout=60)
+
+
+def test_copied_recipe_trains_with_no_further_wiring(repo, tmp_path):
+    result = new_recipe(repo, "dpo", "my_dpo")
+    assert result.returncode == 0, result.stderr
+    assert "make train-my_dpo" in result.stdout
+
+    config = yaml.safe_load((repo / "conf" / "method" / "my_dpo.yaml").read_text())
+    original = yaml.safe_load((REPO / "conf" / "method" / "dpo.yaml").read_text())
+    assert (config["name"], config["recipe"]) == ("my_dpo", "recipes.my_dpo")
+    assert {k: v for k, v in config.items() if k not in ("name", "recipe")} == {
+        k: v for k, v in original.items() if k not in ("name", "recipe")}
+    assert (repo / "conf" / "method" / "my_dpo.yaml").read_text().startswith("# my_dpo: copied from conf/method/dpo.yaml")
+    copied = (repo / "recipes" / "my_dpo.py").read_text()
+    assert copied.endswith((REPO / "recipes" / "dpo.py").read_text())
+
+    # A user's edit to the copy runs: the copy, not recipes/dpo.py, builds the trainer.
+    marker = tmp_path / "my_dpo-was-used"
+    (repo / "recipes" / "my_dpo.py").write_text(
+        copied + f"\nimport pathlib as _pathlib\n_pathlib.Path({str(marker)!r}).touch()\n")
+    run_dir = tmp_path / "run"
+    trained = subprocess.run(
+        [sys.executable, str(repo / "scripts" / "train.py"), "method=my_dpo", *FAST, f"hydra.run.dir={run_dir}"],
+        cwd=repo, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["method"], metrics["status"], metrics["beta"]) == ("my_dpo", "completed", 0.1)
+    assert metrics["eval_loss"] < metrics["before_training"]["eval_loss"]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["method"]["recipe"] == "recipes.my_dpo"
+    assert marker.exists()
+    assert not (REPO / "recipes" / "my_dpo.py").exists() and not (REPO / "conf" / "method" / "my_dpo.yaml").exists()
+
+
+def test_refuses_to_overwrite_without_force_and_overwrites_with_it(repo):
+    assert new_recipe(repo, "dpo", "mine").returncode == 0
+    (repo / "recipes" / "mine.py").write_text("# my edits\n")
+
+    refused = new_recipe(repo, "ipo", "mine")
+    assert refused.returncode == 2
+    assert "recipes/mine.py and conf/method/mine.yaml already exist" in refused.stderr and "--force" in refused.stderr
+    assert (repo / "recipes" / "mine.py").read_text() == "# my edits\n"
+
+    forced = new_recipe(repo, "ipo", "mine", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "def build_trainer" in (repo / "recipes" / "mine.py").read_text()
+    config = yaml.safe_load((repo / "conf" / "method" / "mine.yaml").read_text())
+    assert (config["name"], config["recipe"], config["loss_type"]) == ("mine", "recipes.mine", ["ipo"])
+
+
+def test_only_the_config_existing_is_also_refused(repo):
+    (repo / "conf" / "method" / "taken.yaml").write_text("name: taken\n")
+    refused = new_recipe(repo, "dpo", "taken")
+    assert refused.returncode == 2 and "conf/method/taken.yaml already exists" in refused.stderr
+    assert not (repo / "recipes" / "taken.py").exists(), "nothing is written when one target is taken"
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("my-dpo", "must be a Python identifier"),
+    ("2dpo", "must be a Python identifier"),
+    ("class", "must be a Python identifier"),
+    ("data", "recipes/data/ is a package"),
+    ("dpo", "is the method being copied"),
+])
+def test_bad_names_are_refused_with_the_reason(repo, name, message):
+    result = new_recipe(repo, "dpo", name)
+    assert result.returncode == 2 and message in result.stderr and f"name={name}" in result.stderr
+
+
+def test_unknown_source_lists_the_methods(repo):
+    result = new_recipe(repo, "dpoo", "mine")
+    assert result.returncode == 2
+    assert "from=dpoo: no conf/method/dpoo.yaml" in result.stderr and "dpo, ipo, kto, orpo" in result.stderr
+
+
+def test_copying_an_experiment(repo):
+    result = new_recipe(repo, "experiment/zephyr-dpo-qlora", "my-zephyr")
+    assert result.returncode == 0, result.stderr
+    assert 'make train-dpo ARGS="experiment=my-zephyr"' in result.stdout
+    text = (repo / "conf" / "experiment" / "my-zephyr.yaml").read_text()
+    assert text.startswith("# @package _global_\n# Copied from conf/experiment/zephyr-dpo-qlora.yaml")
+    assert "experiment=my-zephyr" in text and "experiment=zephyr-dpo-qlora" not in text
+    assert yaml.safe_load(text) == yaml.safe_load((REPO / "conf" / "experiment" / "zephyr-dpo-qlora.yaml").read_text())
+    assert new_recipe(repo, "experiment/zephyr-dpo-qlora", "my-zephyr").returncode == 2
+
+
+def test_list_shows_methods_with_their_module_and_experiments(repo):
+    listing = new_recipe(repo, "--list")
+    assert listing.returncode == 0
+    assert any(line.split()[:2] == ["ipo", "recipes.dpo"] for line in listing.stdout.splitlines())
+    assert "zephyr-dpo-qlora" in listing.stdout
+    data = json.loads(new_recipe(repo, "--list", "--json").stdout)
+    assert data["methods"]["kto"]["recipe"] == "recipes.kto" and data["methods"]["kto"]["recipe_file_exists"]
+    assert data["experiments"]["llama3-8b-orpo"]["method"] == "orpo"
