@@ -15,7 +15,7 @@ ARGS ?=
 GROUP_OVERRIDES = $(if $(model),model=$(model)) $(if $(dataset),dataset=$(dataset)) $(if $(peft),peft=$(peft)) $(if $(logger),logger=$(logger))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow clean-venv
+.PHONY: help setup train test test-slow clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sed 's/%/<method>/' | expand -t 18
@@ -38,6 +38,9 @@ ACCELERATE_ARGS ?=
 LAUNCH = $(if $(launcher),RECIPES_RUN_STAMP=$(shell date +%Y-%m-%d_%H-%M-%S) $(VENV)/bin/accelerate launch \
 	--config_file conf/launcher/$(launcher).yaml $(if $(gpus),--num_processes $(gpus)) $(ACCELERATE_ARGS),$(PY))
 
+train: $(STAMP) ## train what the config and ARGS say, e.g. an experiment: train ARGS="experiment=llama3-8b-orpo"
+	$(LAUNCH) scripts/train.py $(GROUP_OVERRIDES) $(ARGS)
+
 train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo [model= dataset= peft= logger= launcher= gpus= ARGS=]
 	$(LAUNCH) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
 
@@ -46,12 +49,14 @@ method ?= dpo
 betas ?= 0.01,0.05,0.1,0.5
 sweep_root ?= multirun
 SWEEP_NAME := sweep-$(method)-$(shell date +%Y-%m-%d_%H-%M-%S)
+# Methods with a reference compute its log-probs once and every job reuses them (recipes/ref_cache.py).
+REF_CACHE = $(if $(filter dpo ipo kto,$(method)),method.precompute_ref_log_probs=true)
 # One W&B group per sweep; logger=none has no group to set.
 SWEEP_GROUP = $(if $(filter wandb,$(or $(logger),wandb)),logger.group=$(SWEEP_NAME))
 .PHONY: sweep-beta new-recipe recipes
 
 sweep-beta: $(STAMP) ## sweep beta, then summarize [method=dpo betas=0.01,0.05,0.1,0.5 model= dataset= peft= logger= ARGS=]
-	$(PY) scripts/train.py -m method=$(method) method.beta=$(betas) $(GROUP_OVERRIDES) $(SWEEP_GROUP) \
+	$(PY) scripts/train.py -m method=$(method) method.beta=$(betas) $(GROUP_OVERRIDES) $(SWEEP_GROUP) $(REF_CACHE) \
 		'hydra.sweep.dir=$(sweep_root)/$(method)/$${model.name}/$(SWEEP_NAME)' $(ARGS)
 	$(PY) scripts/summarize_sweep.py $(sweep_root)/$(method)/*/$(SWEEP_NAME)
 
@@ -86,6 +91,12 @@ frontier: $(STAMP) ## pass rate against KL for each run of a sweep: frontier swe
 	$(if $(sweep),,$(error give the sweep directory: make frontier sweep=multirun/dpo/<model>/<time>))
 	$(PY) scripts/plot_frontier.py $(sweep) $(ARGS)
 
+# CPU benchmark of one DPO step: the recipe, plain TRL and a hand-written floor on the same batches (README, Performance).
+.PHONY: bench
+
+bench: $(STAMP) ## CPU DPO step: recipe vs plain TRL vs floor, ~2 min [model=tiny-random ARGS="--steps 4 --ragged --json"]
+	$(PY) bench/cpu_dpo.py $(if $(model),--model $(model)) $(ARGS)
+
 test: $(STAMP) ## fast tests (tiny random model), under 10 minutes on 2 cores
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
@@ -94,3 +105,9 @@ test-slow: $(STAMP) ## slow tests: the embedded SmolLM2 model end to end
 
 clean-venv: ## remove .venv (the next target recreates it)
 	rm -rf $(VENV)
+
+merge: $(STAMP) ## merge a run's LoRA adapter into the base: merge run=<run dir> [out=<dir>] [force=1]
+	$(PY) scripts/merge.py $(run) $(if $(out),--out $(out)) $(if $(force),--force)
+
+bench-ref-cache: $(STAMP) ## 4-point beta sweep reusing reference log-probs vs 4 independent runs (~10 min on 2 cores)
+	$(PY) bench/ref_cache.py $(ARGS)

@@ -27,3 +27,16 @@ def quiet_other_ranks() -> None:
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)
     root.setLevel(logging.WARNING)
+
+
+def undo_evaluation_preparation(trainer) -> None:
+    """Let train() wrap the policy in DDP after an evaluate() that ran first.
+
+    transformers' evaluation loop prepares the policy in evaluation mode (no DDP wrapper) and marks it as prepared
+    whenever the accelerator holds no model yet: with no reference model to prepare (ref=precomputed, ORPO,
+    SimPO, CPO). train() then skips the wrapper and each rank trains on its own shard with no gradient sync.
+    """
+    model = trainer.model
+    if world_size() > 1 and getattr(model, "_is_accelerate_prepared", False) and model in trainer.accelerator._models:
+        trainer.accelerator._models.remove(model)
+        model._is_accelerate_prepared = False

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recipes.data import builtin
 from recipes.errors import RecipeError
-from recipes.run_files import METRICS_FILE
+from recipes.run_files import METRICS_FILE, write_json
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,27 @@ def encode_prompt(tokenizer, prompt) -> list[int]:
     return _render(tokenizer, prompt, add_generation_prompt=True)
 
 
-def encode_pair_side(tokenizer, prompt, completion) -> tuple[list[int], list[int]]:
-    """(prompt ids, completion ids): the completion is what prompt+answer adds after the common prefix."""
-    if isinstance(prompt, str):
-        completion = completion if completion.endswith(tokenizer.eos_token) else completion + tokenizer.eos_token
-        full = _render(tokenizer, prompt + completion)
-    else:
-        full = _render(tokenizer, list(prompt) + list(completion))
+def _render_answer(tokenizer, prompt, answer) -> list[int]:
+    if isinstance(prompt, str):  # plain text: TRL appends the end-of-sequence token to the answer
+        answer = answer if answer.endswith(tokenizer.eos_token) else answer + tokenizer.eos_token
+        return _render(tokenizer, prompt + answer)
+    return _render(tokenizer, list(prompt) + list(answer))
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def encode_pair(tokenizer, prompt, chosen, rejected) -> tuple[list[int], list[int], list[int]]:
+    """(prompt ids, chosen ids, rejected ids), split as TRL's DPOTrainer splits them: the answers start where the
+    rendered prompt and both renderings of prompt+answer stop agreeing (usually right after the prompt)."""
     prompt_ids = encode_prompt(tokenizer, prompt)
-    shared = 0
-    while shared < min(len(prompt_ids), len(full)) and prompt_ids[shared] == full[shared]:
-        shared += 1
-    return full[:shared], full[shared:]
+    full_chosen, full_rejected = _render_answer(tokenizer, prompt, chosen), _render_answer(tokenizer, prompt, rejected)
+    cut = min(_common_prefix(prompt_ids, full_chosen), _common_prefix(prompt_ids, full_rejected))
+    return prompt_ids[:cut], full_chosen[cut:], full_rejected[cut:]
 
 
 # ----------------------------------------------------------------------------------------------- log-probs
@@ -136,13 +145,11 @@ def pair_metrics(
     sides = []
     skipped = 0
     for row in pairs:
-        chosen = encode_pair_side(tokenizer, row["prompt"], row["chosen"])
-        rejected = encode_pair_side(tokenizer, row["prompt"], row["rejected"])
-        prompt_ids = chosen[0] if len(chosen[0]) <= len(rejected[0]) else rejected[0]
+        prompt_ids, chosen_ids, rejected_ids = encode_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"])
         if max_length is not None and len(prompt_ids) >= max_length:
             skipped += 1  # TRL drops these too: nothing of the answer would be left
             continue
-        sides.append((_truncate(*chosen, max_length), _truncate(*rejected, max_length)))
+        sides.append((_truncate(prompt_ids, chosen_ids, max_length), _truncate(prompt_ids, rejected_ids, max_length)))
     if not sides:
         raise RecipeError("no held-out pairs to evaluate (all prompts are longer than train.max_length?).")
     sequences = [s[0] for s in sides] + [s[1] for s in sides]
@@ -275,7 +282,9 @@ def _decode(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def kl_per_answer(models: PolicyAndReference, prompts_ids, answers: Answers, batch_size: int, pad_id: int) -> list[float]:
+def kl_per_answer(
+    models: PolicyAndReference, prompts_ids, answers: Answers, batch_size: int, pad_id: int
+) -> list[float]:
     """log pi(y|x) - log pi_ref(y|x) summed over each policy answer's tokens: one-sample estimates of KL(pi || pi_ref).
 
     Unbiased when y is sampled from pi at temperature 1; greedy answers give a cheaper, biased proxy.
@@ -285,8 +294,11 @@ def kl_per_answer(models: PolicyAndReference, prompts_ids, answers: Answers, bat
     return [policy - ref for policy, ref in zip(answers.logps, reference.tolist())]
 
 
-def score_answers(tasks: list[builtin.Task], policy_answers: list[str], reference_answers: list[str]) -> dict:
-    """Pass rates, per-kind pass rates, win rate (ties count half) and mean length in characters."""
+def score_answers(
+    tasks: list[builtin.Task], policy_answers: list[str], reference_answers: list[str]
+) -> tuple[dict, list[bool], list[bool]]:
+    """(scores, policy passes, reference passes): pass rates overall and per kind, win rate (ties count half),
+    mean length in characters."""
     if not (len(tasks) == len(policy_answers) == len(reference_answers)) or not tasks:
         raise ValueError("score_answers needs one policy and one reference answer per task, and at least one task")
     policy_pass = [builtin.verify(t, a) for t, a in zip(tasks, policy_answers)]
@@ -309,8 +321,7 @@ def score_answers(tasks: list[builtin.Task], policy_answers: list[str], referenc
             "reference": _mean([len(a) for a in reference_answers]),
             "policy": _mean([len(a) for a in policy_answers]),
         },
-        "_passes": (policy_pass, reference_pass),
-    }
+    }, policy_pass, reference_pass
 
 
 def _mean(values) -> float:
@@ -318,7 +329,9 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def generation_metrics(models: PolicyAndReference, tokenizer, tasks: list[builtin.Task], settings: GenerationSettings) -> dict:
+def generation_metrics(
+    models: PolicyAndReference, tokenizer, tasks: list[builtin.Task], settings: GenerationSettings
+) -> dict:
     """Greedy answers of policy and reference on `tasks`, scored by the verifier; KL on the policy's answers."""
     prompts = [encode_prompt(tokenizer, [{"role": "user", "content": t.prompt}]) for t in tasks]
     gen = dict(max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
@@ -327,8 +340,7 @@ def generation_metrics(models: PolicyAndReference, tokenizer, tasks: list[builti
         reference_answers = generate(reference_model, tokenizer, prompts, **gen)
     policy_text = [_decode(tokenizer, ids) for ids in policy_answers.ids]
     reference_text = [_decode(tokenizer, ids) for ids in reference_answers.ids]
-    scores = score_answers(tasks, policy_text, reference_text)
-    policy_pass, reference_pass = scores.pop("_passes")
+    scores, policy_pass, reference_pass = score_answers(tasks, policy_text, reference_text)
     kls = kl_per_answer(models, prompts, policy_answers, settings.batch_size, tokenizer.pad_token_id)
     result = {
         "decoding": "greedy",
@@ -358,12 +370,11 @@ def _sampled_metrics(models, tokenizer, tasks, prompts, settings: GenerationSett
         reference_answers = generate(reference_model, tokenizer, prompts, **gen)
     repeated_tasks = [t for t in tasks for _ in range(n)]
     repeated_prompts = [p for p in prompts for _ in range(n)]
-    scores = score_answers(
+    scores, _, _ = score_answers(
         repeated_tasks,
         [_decode(tokenizer, i) for i in policy_answers.ids],
         [_decode(tokenizer, i) for i in reference_answers.ids],
     )
-    scores.pop("_passes")
     kls = kl_per_answer(models, repeated_prompts, policy_answers, settings.batch_size, tokenizer.pad_token_id)
     return {"num_samples": n, "temperature": settings.temperature, **scores, "kl_policy_reference": _mean(kls)}
 
@@ -382,19 +393,19 @@ def evaluate(
         "beta": cfg.method.get("beta"), "settings": asdict(settings), "pairs": pairs, "generation": None,
         "timing_s": {},
     }
-    started = time.time()
-    try:
-        _, heldout = load_splits(cfg.dataset, "paired") if pairs is None else (None, None)
-    except RecipeError as exc:  # e.g. an unpaired dataset (kto-mix): no pairs to score
-        log.warning("no pair metrics: %s", exc)
-        result["pairs_skipped"] = str(exc)
-    else:
-        if pairs is None:
-            beta = cfg.method.get("beta") or 0.1
-            result["pairs"] = pair_metrics(
-                models, tokenizer, heldout, beta, batch_size=settings.batch_size, max_length=cfg.train.get("max_length")
-            )
-            result["pairs"]["source"] = "recipes.evaluation"
+    if pairs is None:
+        started = time.time()
+        try:
+            _, heldout = load_splits(cfg.dataset, "paired")
+        except RecipeError as exc:  # e.g. an unpaired dataset (kto-mix): no pairs to score
+            log.warning("no pair metrics: %s", exc)
+            result["pairs_skipped"] = str(exc)
+        else:
+            beta = cfg.method.get("beta") or 0.1  # a recipe without beta: DPO's usual value, recorded in the result
+            result["pairs"] = {
+                **pair_metrics(models, tokenizer, heldout, beta, settings.batch_size, cfg.train.get("max_length")),
+                "source": "recipes.evaluation",
+            }
             result["timing_s"]["pairs"] = round(time.time() - started, 2)
     if cfg.dataset.format == "builtin":
         started = time.time()
@@ -405,8 +416,6 @@ def evaluate(
 
 
 def write_eval(run_dir: Path, result: dict, force: bool = False) -> Path:
-    from recipes.run_files import write_json
-
     refuse_existing_eval(run_dir, force)
     path = Path(run_dir) / EVAL_FILE
     write_json(path, result)
@@ -490,6 +499,10 @@ def evaluate_after_training(cfg: DictConfig, trainer, ref_model, tokenizer, run_
     section = cfg.get("eval_generation")
     if not section or not section.get("enabled", False) or cfg.dataset.format != "builtin":
         return None
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        # Sharded weights: one rank alone cannot run the model. The saved run evaluates in one process.
+        log.warning("no evaluation after sharded training: run `make eval run=%s` on one device", run_dir)
+        return None
     settings = GenerationSettings.from_config(section, seed=cfg.train.seed)
     policy = trainer.accelerator.unwrap_model(trainer.model)
     if ref_model is None and not hasattr(policy, "disable_adapter"):
@@ -540,7 +553,8 @@ def report_rows(result: dict, short: bool = False) -> list[tuple[str, str, str]]
         sampled = gen.get("sampled")
         if sampled and not short:
             label = f"{sampled['num_samples']} samples, T={sampled['temperature']}"
-            rows.append((f"pass rate ({label})", _fmt(sampled["pass_rate"]["reference"]), _fmt(sampled["pass_rate"]["policy"])))
+            rates = sampled["pass_rate"]
+            rows.append((f"pass rate ({label})", _fmt(rates["reference"]), _fmt(rates["policy"])))
             rows.append((f"KL ({label})", _fmt(0.0), _fmt(sampled["kl_policy_reference"])))
     return rows
 
@@ -590,7 +604,8 @@ def log_to_wandb(result: dict, cfg: DictConfig, run_dir: Path) -> None:
     samples = (result.get("generation") or {}).get("samples")
     if samples:
         columns = ["kind", "prompt", "expected", "reference_answer", "policy_answer", "reference_pass", "policy_pass"]
-        payload["eval/generation/samples"] = wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])
+        table = wandb.Table(columns=columns, data=[[sample[c] for c in columns] for sample in samples])
+        payload["eval/generation/samples"] = table
     wandb.log(payload)
     if opened_here:
         wandb.finish()

@@ -85,7 +85,8 @@ class TrainingHealthMonitor(TrainerCallback):
         margin = logs.get(f"{prefix}rewards/margins")
         if margin is not None and math.isfinite(margin) and margin > self.thresholds.margin_above:
             self._warn("exploding_margins", step, (
-                f"reward margins are exploding ({prefix}rewards/margins={margin:.2f} > {self.thresholds.margin_above}): "
+                f"reward margins are exploding ({prefix}rewards/margins={margin:.2f} > "
+                f"{self.thresholds.margin_above}): "
                 f"the policy is drifting far from the reference, which usually overfits the pairs. Try a larger "
                 f"method.beta, a lower learning rate or fewer steps."
             ))
@@ -108,7 +109,8 @@ class TrainingHealthMonitor(TrainerCallback):
         t = self.thresholds
         self._eval_accuracies.append(accuracy)
         recent = self._eval_accuracies[-t.plateau_evals :]
-        if len(recent) == t.plateau_evals and all(t.accuracy_plateau_low <= a <= t.accuracy_plateau_high for a in recent):
+        in_band = [t.accuracy_plateau_low <= a <= t.accuracy_plateau_high for a in recent]
+        if len(recent) == t.plateau_evals and all(in_band):
             self._warn("accuracy_plateau", step, (
                 f"eval reward accuracy has plateaued at {accuracy:.3f} (the last {t.plateau_evals} evaluations within "
                 f"{t.accuracy_plateau_low}-{t.accuracy_plateau_high}): the pairs may be too ambiguous to learn, or "

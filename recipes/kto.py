@@ -2,10 +2,15 @@
 
 from trl import KTOConfig, KTOTrainer
 
+from recipes.ref_cache import ContentKeyedReferenceCache
 from recipes.trl_args import make_config
 
 DATA_FORMAT = "unpaired"  # prompt, completion, label
 USES_REFERENCE = True
+
+
+class KTOTrainerWithCache(ContentKeyedReferenceCache, KTOTrainer):
+    """TRL's KTOTrainer, whose precomputed reference log-probs are reused across runs and sweep jobs."""
 
 
 def build_config(cfg) -> KTOConfig:
@@ -13,7 +18,7 @@ def build_config(cfg) -> KTOConfig:
 
 
 def build_trainer(cfg, *, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
-    return KTOTrainer(
+    return KTOTrainerWithCache(
         model=model,
         ref_model=ref_model,
         args=build_config(cfg),

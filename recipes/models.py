@@ -174,7 +174,8 @@ def load_model(model_cfg: DictConfig, precision: str, quantization_config=None, 
         # bitsandbytes quantizes while loading weights: round-trip the random weights through a folder.
         with tempfile.TemporaryDirectory() as folder:
             model.save_pretrained(folder)
-            return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, quantization_config=quantization_config)
+            del model
+            return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_quantized(quantization_config))
     source = str(_gguf_cache(model_cfg)) if model_cfg.get("gguf_file") else model_source(model_cfg)
     kwargs = dict(
         dtype=dtype,
@@ -184,7 +185,13 @@ def load_model(model_cfg: DictConfig, precision: str, quantization_config=None, 
         use_safetensors=True,
     )
     if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
-        if torch.cuda.is_available():
-            kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs.update(_quantized(quantization_config))
     return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+
+
+def _quantized(quantization_config) -> dict:
+    """Loading kwargs for a bitsandbytes model: quantized straight onto the GPU when there is one."""
+    kwargs = {"quantization_config": quantization_config}
+    if torch.cuda.is_available():
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    return kwargs

@@ -35,6 +35,8 @@ def trl_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs["use_cpu"] = not torch.cuda.is_available()
     kwargs["report_to"] = ["wandb"] if cfg.logger.name == "wandb" else []
     kwargs["run_name"] = run_name(cfg)
+    if cfg.get("ref") is not None and cfg.ref.name == "precomputed":
+        kwargs["precompute_ref_log_probs"] = True  # one reference pass before training, no reference after it
     return kwargs
 
 

@@ -52,7 +52,8 @@ def run_dir_name(label: str) -> str:
 def train_one(label: str, overrides: list[str], out: Path) -> Path:
     """One scripts/train.py run; its console output goes to <out>/<method>.log."""
     run_dir = out / run_dir_name(label)
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), *METHODS[label], *overrides, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), *METHODS[label], *overrides,
+               f"hydra.run.dir={run_dir}"]
     with (out / f"{run_dir_name(label)}.log").open("w") as console:
         subprocess.run(command, cwd=REPO, stdout=console, stderr=subprocess.STDOUT, env={**os.environ}, check=False)
     return run_dir
@@ -71,11 +72,14 @@ def read_row(label: str, run_dir: Path) -> dict:
         return json.loads(path.read_text()) if path.is_file() else None
 
     metrics, evaluation = load(METRICS_FILE), load(EVAL_FILE)
-    status = (metrics or {}).get("status", "missing")
-    if status == "completed" and evaluation is None:
-        status = "no eval.json"
+    status = (metrics or {}).get("status", "failed")
+    error = (metrics or {}).get("error")
+    if metrics is None:
+        error = f"no {METRICS_FILE}: see {run_dir.parent / (run_dir.name + '.log')}"
+    elif status == "completed" and evaluation is None:
+        status, error = "no eval.json", "eval_generation is off or the dataset is not the built-in one"
     return {
-        "method": label, "run_dir": str(run_dir), "status": status, "error": (metrics or {}).get("error"),
+        "method": label, "run_dir": str(run_dir), "status": status, "error": error,
         "beta": (metrics or {}).get("beta"),
         "pass_before": _get(evaluation, "generation", "pass_rate", "reference"),
         "pass_after": _get(evaluation, "generation", "pass_rate", "policy"),
@@ -163,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = [m.strip() for m in args.methods.split(",") if m.strip()]
         bad = [m for m in labels if m not in available_methods()]
         if bad or not labels:
-            raise RecipeError(f"--methods: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(available_methods())}.")
+            raise RecipeError(f"--methods: unknown {', '.join(bad) or '(none given)'}; "
+                              f"choose from {', '.join(available_methods())}.")
         out = args.out or REPO / "outputs" / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
         taken = [run_dir_name(m) for m in labels if (out / run_dir_name(m)).exists()]
         if taken:

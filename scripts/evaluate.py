@@ -24,7 +24,7 @@ from recipes.evaluation import (  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (config.yaml + model/)")
-    parser.add_argument("--max-prompts", type=int, help="held-out prompts to answer (default: the run's eval_generation)")
+    parser.add_argument("--max-prompts", type=int, help="held-out prompts to answer (default: from the run's config)")
     parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--num-samples", type=int, help="also sample this many answers per prompt")

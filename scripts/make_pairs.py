@@ -48,13 +48,15 @@ def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> d
         model.to("cuda")
     pairs, stats = sample_pairs(
         model, tokenizer, prompts, score, num_samples=cfg.num_samples, batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, progress=progress,
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+        require_finished=cfg.require_finished, progress=progress,
     )
     if not pairs:
         raise RecipeError(
-            f"no pairs from {stats['prompts']} prompts: {stats['ties']} tied (every answer scored the same), "
-            f"{stats['too_few_distinct']} had under two distinct answers. Sample more (num_samples=), more varied "
-            f"(temperature=), or score finer (reward.model=)."
+            f"no pairs from {stats['prompts']} prompts: {stats['ties']} tied (no finished answer scored above the "
+            f"worst), {stats['too_few_distinct']} had under two distinct answers, and {stats['unfinished_answers']} "
+            f"answers were cut off at max_new_tokens={cfg.max_new_tokens} (never chosen with require_finished=true). "
+            f"Sample more (num_samples=), longer (max_new_tokens=), more varied (temperature=), or score finer (reward.model=)."
         )
     write_pairs(pairs, cfg.output, force=force)
     return {"output": str(cfg.output), "model": cfg.model.name, "scorer": cfg.reward.model or "builtin verifier", **stats}

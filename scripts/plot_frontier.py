@@ -1,4 +1,4 @@
-"""Plot reward (verifier pass rate) against KL to the reference for a sweep: `python scripts/plot_frontier.py <sweep dir>`.
+"""Plot verifier pass rate against KL to the reference for a sweep: `python scripts/plot_frontier.py <sweep dir>`.
 
 `make frontier sweep=<sweep dir>`. One point per run (each subfolder with metrics.json and eval.json), labelled
 with method and beta; the runs no other run beats on both axes are joined as the frontier. Writes frontier.png
@@ -24,7 +24,8 @@ FIELDS = ["run", "method", "beta", "kl", "pass_rate", "reference_pass_rate", "on
 
 
 def _finite(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if numeric and math.isfinite(value) else None
 
 
 def method_label(run_dir: Path, metrics: dict) -> str:
@@ -123,8 +124,11 @@ def write_csv(points: list[dict], path: Path) -> None:
 
 
 def format_table(points: list[dict]) -> str:
-    cells = [FIELDS] + [[p["run"], p["method"], "-" if p["beta"] is None else f"{p['beta']:g}", f"{p['kl']:.4f}",
-                         f"{p['pass_rate']:.3f}", "-" if p["reference_pass_rate"] is None else f"{p['reference_pass_rate']:.3f}",
+    def number(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    cells = [FIELDS] + [[p["run"], p["method"], number(p["beta"], "g"), number(p["kl"], ".4f"),
+                         number(p["pass_rate"], ".3f"), number(p["reference_pass_rate"], ".3f"),
                          "yes" if p["on_frontier"] else ""] for p in points]
     widths = [max(len(row[i]) for row in cells) for i in range(len(FIELDS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)

@@ -16,32 +16,35 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from transformers import set_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from recipes import load_recipe  # noqa: E402
-from recipes.adapters import lora_config, quantization_config  # noqa: E402
+from recipes.adapters import build_policy_and_reference, quantization_config, reference_for_evaluation  # noqa: E402
 from recipes.callbacks import build_callbacks  # noqa: E402
 from recipes.data import load_splits  # noqa: E402
-from recipes.distributed import is_main_process, quiet_other_ranks, world_size  # noqa: E402
+from recipes.distributed import is_main_process, quiet_other_ranks, undo_evaluation_preparation  # noqa: E402
+from recipes.data.cache import on_disk  # noqa: E402
 from recipes.data.checks import drop_unusable  # noqa: E402
 from recipes.data.report import log_summary  # noqa: E402
 from recipes.checkpoints import resolve_resume  # noqa: E402
 from recipes.errors import RecipeError, RunInterrupted  # noqa: E402
 from recipes.evaluation import evaluate_after_training  # noqa: E402
-from recipes.models import check_available, load_model, load_tokenizer, pick_precision  # noqa: E402
+from recipes.models import check_available, load_tokenizer, pick_precision  # noqa: E402
 from recipes.run_files import (  # noqa: E402
     LOG_HISTORY_FILE, METRICS_FILE, MODEL_DIR, evaluate_before_training, refuse_existing_run, save_config, write_json,
 )
 from recipes.tracking import finish_wandb, start_wandb  # noqa: E402
 from recipes.trl_args import run_name  # noqa: E402
-from recipes.validation import validate  # noqa: E402
+from recipes.validation import check_sections, validate  # noqa: E402
 
 log = logging.getLogger("train")
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
+    check_sections(cfg)
     recipe = load_recipe(cfg.method.recipe)
     validate(cfg, recipe)
     checkpoint = resolve_resume(cfg.train.resume, run_dir)
@@ -52,24 +55,23 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     precision = pick_precision(cfg.precision)
     tokenizer = load_tokenizer(cfg.model)
     quant_config = quantization_config(cfg.peft, precision)
-    model = load_model(cfg.model, precision, quant_config, seed=cfg.train.seed)
-    peft_config = lora_config(cfg.peft)
-    # A frozen reference copy for full-parameter training, and for LoRA under data parallelism: there TRL's
-    # adapter-disabled reference toggles requires_grad on the adapter, which silently stops DDP's gradient sync.
-    needs_ref_copy = recipe.USES_REFERENCE and (peft_config is None or world_size() > 1)
-    ref_model = load_model(cfg.model, precision, quant_config, seed=cfg.train.seed) if needs_ref_copy else None
+    # What the reference is (cfg.ref): a frozen copy for peft=none and under data parallelism, else inside the policy.
+    model, ref_model, peft_config = build_policy_and_reference(cfg, recipe, precision, quant_config)
     train_data, eval_data = load_splits(cfg.dataset, recipe.DATA_FORMAT)
     log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.DATA_FORMAT)
     log_summary(train_data, eval_data, tokenizer, cfg.train.max_length)
     train_data, eval_data = drop_unusable(train_data, eval_data, tokenizer, cfg.train.max_length)
+    train_data, eval_data = on_disk(train_data, "train"), on_disk(eval_data, "eval")  # lets TRL's caches persist
 
     start_wandb(cfg, run_dir, run_name(cfg))
+    set_seed(cfg.train.seed)  # LoRA initialization, dropout and data order: the same run for the same seed
     callbacks = build_callbacks(cfg)
     trainer = recipe.build_trainer(
         cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
         train_dataset=train_data, eval_dataset=eval_data, peft_config=peft_config, callbacks=callbacks,
     )
     before = evaluate_before_training(trainer, run_dir) if cfg.eval_before_training else {}
+    undo_evaluation_preparation(trainer)  # else DDP skips its gradient sync when no reference model was prepared
     train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
     if callbacks[0].stopped_by_signal:
         raise RunInterrupted(
@@ -90,7 +92,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     write_json(run_dir / METRICS_FILE, metrics)
     write_json(run_dir / LOG_HISTORY_FILE, {"log_history": trainer.state.log_history})
     if is_main_process():
-        evaluate_after_training(cfg, trainer, ref_model, tokenizer, run_dir)  # eval.json: verifier pass rates, KL
+        eval_ref = reference_for_evaluation(cfg, ref_model, trainer.args.device, precision, quant_config)
+        evaluate_after_training(cfg, trainer, eval_ref, tokenizer, run_dir)  # eval.json: verifier pass rates, KL
     log.info("run directory: %s", run_dir)
     return metrics
 

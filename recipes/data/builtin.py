@@ -9,6 +9,7 @@ pair is built. Everything is deterministic from `seed`.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 CAPITALS = {
@@ -59,6 +60,23 @@ def verify(task: Task, response: str) -> bool:
     if task.kind == "count":
         items = [item.strip().lower() for item in text.split(",")]
         return len(items) == task.n and len(set(items)) == task.n and all(item in COLORS for item in items)
+    raise ValueError(f"unknown builtin task kind {task.kind!r}; expected one of {KINDS}")
+
+
+def has_right_content(task: Task, response: str) -> bool:
+    """True when the response contains the right answer, whatever its format ("The sum is 61." for 27 + 34).
+
+    Weaker than `verify`, which also checks the format: every response that passes `verify` has the right content.
+    """
+    if task.kind == "sum":
+        return re.search(rf"(?<!\d){task.answer}(?!\d)", response) is not None
+    if task.kind == "capital":
+        return re.search(rf"\b{re.escape(task.answer)}\b", response, re.IGNORECASE) is not None
+    if task.kind == "uppercase":
+        return re.search(rf"\b{task.answer}\b", response) is not None
+    if task.kind == "count":
+        named = {color for color in COLORS if re.search(rf"\b{color}\b", response, re.IGNORECASE)}
+        return len(named) == task.n
     raise ValueError(f"unknown builtin task kind {task.kind!r}; expected one of {KINDS}")
 
 

@@ -59,14 +59,18 @@ def read_prompts(path: str | Path, num_prompts: int | None = None) -> list[dict]
 
 
 def verifier_scores(row: dict, answers: list[str]) -> list[float]:
-    """1.0 for an answer the built-in task's program accepts, else 0.0."""
+    """1.0 for an answer the built-in verifier accepts, 0.5 for the right content in the wrong format, else 0.0.
+
+    The half credit matters: SmolLM2-135M almost never answers in the exact format (0 of 32 samples here), so a
+    pass/fail score ties on nearly every prompt, while "61, as 27 + 34 = 61" over "27 + 34 = 51" is a real preference.
+    """
     if "kind" not in row or "answer" not in row:
         raise RecipeError(
             "the built-in verifier scores only built-in prompts (rows with kind/answer fields); "
             "for your own prompts give a reward model: reward.model=<Hub id or folder>."
         )
     task = builtin.task_of(row)
-    return [float(builtin.verify(task, answer)) for answer in answers]
+    return [1.0 if builtin.verify(task, a) else 0.5 if builtin.has_right_content(task, a) else 0.0 for a in answers]
 
 
 class RewardModel:
@@ -109,8 +113,8 @@ class RewardModel:
 def generate(
     model, tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], num_samples: int,
     max_new_tokens: int, temperature: float, top_p: float,
-) -> list[list[str]]:
-    """`num_samples` sampled answers per prompt (left-padded batch, chat template with the generation prompt)."""
+) -> tuple[list[list[str]], list[list[bool]]]:
+    """`num_samples` sampled answers per prompt, and whether each ended by itself (EOS before max_new_tokens)."""
     texts = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=False)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation appends on the right
@@ -122,19 +126,35 @@ def generate(
         **inputs, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
         num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    answers = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [[a.strip() for a in answers[i * num_samples : (i + 1) * num_samples]] for i in range(len(prompts))]
+    new_ids = out[:, inputs["input_ids"].shape[1] :]
+    answers = [a.strip() for a in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
+    ended = (new_ids == tokenizer.eos_token_id).any(dim=1).tolist()
+    per_prompt = lambda flat: [flat[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]  # noqa: E731
+    return per_prompt(answers), per_prompt(ended)
 
 
-def best_and_worst(row: dict, answers: list[str], score: Score) -> tuple[str, float, str, float] | None:
-    """(chosen, its score, rejected, its score), or None when fewer than two distinct answers or all scores tie."""
-    distinct = list(dict.fromkeys(a for a in answers if a))
+def best_and_worst(
+    row: dict, answers: list[str], score: Score, finished: list[bool] | None = None
+) -> tuple[str, float, str, float] | None:
+    """(chosen, its score, rejected, its score), or None when under two distinct answers or no better finished one.
+
+    An answer cut off at max_new_tokens (`finished` False) may be rejected but never chosen: training would
+    teach the model to stop mid-sentence.
+    """
+    done: dict[str, bool] = {}
+    for answer, ended in zip(answers, finished or [True] * len(answers)):
+        if answer:
+            done[answer] = done.get(answer, False) or ended
+    distinct = list(done)
     if len(distinct) < 2:
         return None
     scores = score(row, distinct)
-    best = max(range(len(distinct)), key=scores.__getitem__)
+    candidates = [i for i, answer in enumerate(distinct) if done[answer]]
+    if not candidates:
+        return None
+    best = max(candidates, key=scores.__getitem__)
     worst = min(range(len(distinct)), key=scores.__getitem__)
-    if scores[best] == scores[worst]:
+    if scores[best] <= scores[worst]:
         return None
     return distinct[best], float(scores[best]), distinct[worst], float(scores[worst])
 
@@ -142,24 +162,27 @@ def best_and_worst(row: dict, answers: list[str], score: Score) -> tuple[str, fl
 def sample_pairs(
     model, tokenizer: PreTrainedTokenizerBase, prompts: list[dict], score: Score = verifier_scores, *,
     num_samples: int = 4, batch_size: int = 8, max_new_tokens: int = 64, temperature: float = 1.0,
-    top_p: float = 1.0, seed: int = 0, progress: bool = True,
+    top_p: float = 1.0, seed: int = 0, require_finished: bool = True, progress: bool = True,
 ) -> tuple[list[dict], dict]:
-    """Pairs in the local JSONL format, and counts: prompts, pairs, ties, too_few (under two distinct answers)."""
+    """Pairs in the local JSONL format, and counts: prompts, pairs, ties (no finished answer scored above the
+    worst), too_few_distinct (under two distinct non-empty answers), empty and unfinished answers.
+    With `require_finished`, answers cut off at max_new_tokens are never chosen."""
     if num_samples < 2:
         raise RecipeError(f"num_samples={num_samples}: best-of-N needs at least 2 answers per prompt.")
     torch.manual_seed(seed)
-    pairs, ties, too_few, empty = [], 0, 0, 0
+    pairs, ties, too_few, empty, unfinished = [], 0, 0, 0, 0
     chosen_scores, rejected_scores = [], []
     bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        answers = generate(model, tokenizer, [row["prompt"] for row in batch], num_samples, max_new_tokens, temperature, top_p)
-        for row, row_answers in zip(batch, answers):
+        answers, ended = generate(model, tokenizer, [row["prompt"] for row in batch], num_samples, max_new_tokens, temperature, top_p)
+        for row, row_answers, row_ended in zip(batch, answers, ended):
             empty += sum(not a for a in row_answers)
+            unfinished += sum(not e for e in row_ended)
             if len(set(a for a in row_answers if a)) < 2:
                 too_few += 1
                 continue
-            picked = best_and_worst(row, row_answers, score)
+            picked = best_and_worst(row, row_answers, score, row_ended if require_finished else None)
             if picked is None:
                 ties += 1
                 continue
@@ -179,7 +202,7 @@ def sample_pairs(
     mean = lambda values: round(sum(values) / len(values), 4) if values else None  # noqa: E731
     stats = {
         "prompts": len(prompts), "samples_per_prompt": num_samples, "pairs": len(pairs), "ties": ties,
-        "too_few_distinct": too_few, "empty_answers": empty,
+        "too_few_distinct": too_few, "empty_answers": empty, "unfinished_answers": unfinished,
         "mean_chosen_score": mean(chosen_scores), "mean_rejected_score": mean(rejected_scores),
     }
     return pairs, stats

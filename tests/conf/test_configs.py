@@ -56,3 +56,21 @@ def test_contract_overrides_apply():
     assert (cfg.method.beta, cfg.train.max_steps, cfg.train.learning_rate, cfg.train.seed) == (0.05, 20, 1e-5, 7)
     assert (cfg.train.per_device_train_batch_size, cfg.dataset.max_train_samples, cfg.peft.r) == (2, 10, 8)
     assert cfg.logger.name == "none"
+
+
+def test_slurm_launcher_composes_into_submitit():
+    cfg = compose_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.gpus_per_node, launcher.tasks_per_node) == ("gpu", 1, 1)
+
+
+def test_accelerate_launcher_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    expected = {"single": "NO", "ddp": "MULTI_GPU", "fsdp": "FSDP", "zero3": "DEEPSPEED"}
+    for name, kind in expected.items():
+        config = load_config_from_file(str(CONF / "launcher" / f"{name}.yaml"))
+        assert config.distributed_type.value == kind, name
+    assert load_config_from_file(str(CONF / "launcher" / "fsdp.yaml")).fsdp_config["fsdp_version"] == 2
+    assert load_config_from_file(str(CONF / "launcher" / "zero3.yaml")).deepspeed_config["zero_stage"] == 3

@@ -2,6 +2,7 @@
 
 import logging
 import math
+import sys
 
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
@@ -32,7 +33,8 @@ def train_log(loss, chosen=0.1, rejected=-0.2, margins=0.3, accuracy=0.8):
             "rewards/accuracies": accuracy, "learning_rate": 1e-4}
 
 
-HEALTHY = [(5 * i, train_log(LN2 - 0.05 * i, chosen=0.05 * i, rejected=-0.2 * i, margins=0.25 * i)) for i in range(1, 7)]
+HEALTHY = [(5 * i, train_log(LN2 - 0.05 * i, chosen=0.05 * i, rejected=-0.2 * i, margins=0.25 * i))
+           for i in range(1, 7)]
 HEALTHY += [(30, {"eval_loss": 0.4, "eval_rewards/accuracies": 0.85, "eval_rewards/margins": 1.5,
                   "eval_rewards/chosen": 0.2, "eval_rewards/rejected": -1.3})]
 
@@ -134,3 +136,30 @@ def test_monitor_is_on_by_default_and_configured_per_method():
     assert health_callbacks(compose_config("monitor.enabled=false")) == []
     (tight,) = health_callbacks(compose_config("monitor.margin_above=3.5"))
     assert tight.thresholds.margin_above == 3.5
+
+
+class FakeWandb:
+    """Stands in for the wandb module: records what the monitor sends."""
+
+    AlertLevel = type("AlertLevel", (), {"WARN": "WARN"})
+
+    def __init__(self, offline):
+        self.logged, self.alerts = [], []
+        self.run = type("Run", (), {"offline": offline, "summary": {}})()
+
+    def log(self, data):
+        self.logged.append(data)
+
+    def alert(self, **kwargs):
+        self.alerts.append(kwargs)
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_warnings_reach_wandb_as_a_metric_and_online_as_an_alert(args, monkeypatch, offline):
+    fake = FakeWandb(offline)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monitor = TrainingHealthMonitor(HealthThresholds(margin_above=10.0))
+    feed(monitor, [(10, train_log(0.01, margins=25.0))], args)
+    assert fake.logged == [{"health/exploding_margins": 1, "health/warnings": 1, "train/global_step": 10}]
+    assert fake.run.summary["health/last_warning"].startswith("step 10 [exploding_margins]: reward margins")
+    assert [a["title"] for a in fake.alerts] == ([] if offline else ["training health: exploding_margins"])

@@ -50,3 +50,24 @@ def test_field_types_and_trl_choices_are_checked_before_loading(overrides, messa
     cfg = compose_config(*overrides)
     with pytest.raises(RecipeError, match=message):
         validate(cfg, load_recipe(cfg.method.recipe))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["peft.r=sixteen"], r"peft\.r='sixteen': must be a positive whole number"),
+        (["peft.r=0"], r"peft\.r=0: must be a positive whole number"),
+        (["peft.lora_dropout=1.5"], r"peft\.lora_dropout=1\.5: must be in \[0, 1\)"),
+    ],
+)
+def test_lora_settings_are_checked(overrides, message):
+    cfg = compose_config(*overrides)
+    with pytest.raises(RecipeError, match=message):
+        validate(cfg, load_recipe(cfg.method.recipe))
+
+
+def test_a_section_replaced_by_a_value_is_named():
+    from recipes.validation import check_sections
+
+    with pytest.raises(RecipeError, match=r"train=3 must be a config group or section"):
+        check_sections(compose_config("train=3"))

@@ -8,7 +8,8 @@ from recipes.data.local import read_pairs
 from tests.conftest import REPO, read_run, run_train
 from tests.recipes.data.test_pairs import build_tiny_reward_model
 
-FAST_PAIRS = ["model=tiny-random", "num_prompts=12", "num_samples=3", "max_new_tokens=10", "batch_size=6"]
+# A random model never emits EOS: its answers are all cut off, so let them be chosen.
+FAST_PAIRS = ["model=tiny-random", "num_prompts=12", "num_samples=3", "max_new_tokens=10", "batch_size=6", "require_finished=false"]
 
 
 def make_pairs(*args):
@@ -46,4 +47,6 @@ def test_verifier_scores_of_random_text_all_tie_and_the_error_counts_them(tmp_pa
     output = tmp_path / "pairs.jsonl"
     result = make_pairs(*FAST_PAIRS, "num_prompts=4", f"output={output}")
     assert result.returncode == 2 and not output.exists()
-    assert "no pairs from 4 prompts: 4 tied (every answer scored the same)" in result.stderr
+    assert "no pairs from 4 prompts: 4 tied (no finished answer scored above the worst)" in result.stderr
+    strict = make_pairs(*FAST_PAIRS, "num_prompts=2", "require_finished=true", f"output={output}")
+    assert strict.returncode == 2 and "6 answers were cut off at max_new_tokens=10" in strict.stderr

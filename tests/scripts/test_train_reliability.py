@@ -84,7 +84,7 @@ def test_half_written_checkpoint_is_never_resumed_from(tmp_path):
     run_dir.mkdir()
     (run_dir / "checkpoint-5").mkdir()  # no completion marker: a save that was cut off
     result = run_train(*FAST, "train.resume=auto", f"hydra.run.dir={run_dir}", check=False)
-    assert result.returncode == 2 and "no complete checkpoint" in result.stderr
+    assert result.returncode == 2 and "no complete checkpoint" in result.stdout + result.stderr
 
 
 def test_same_config_and_seed_give_the_same_loss_curve(tmp_path):

@@ -30,3 +30,16 @@ def test_verifier_checks_content_and_format():
     assert not builtin.verify(colors, "red, blue") and not builtin.verify(colors, "red, red, blue")
     capital = builtin.Task("capital", "What is the capital of France?", "Paris")
     assert builtin.verify(capital, "paris") and not builtin.verify(capital, "It is Paris.")
+
+
+def test_right_content_is_weaker_than_verify_and_ignores_the_format():
+    add = builtin.Task("sum", "What is 27 + 34? Reply with only the number.", "61")
+    assert builtin.has_right_content(add, "27 + 34 = 61, of course") and not builtin.has_right_content(add, "610")
+    capital = builtin.Task("capital", "What is the capital of Peru?", "Lima")
+    assert builtin.has_right_content(capital, "It is lima.") and not builtin.has_right_content(capital, "Limassol")
+    upper = builtin.Task("uppercase", "Write the word 'apple' in capital letters.", "APPLE")
+    assert builtin.has_right_content(upper, "Here: APPLE") and not builtin.has_right_content(upper, "apple")
+    colors = builtin.Task("count", "Name exactly 3 colors...", "", n=3)
+    assert builtin.has_right_content(colors, "Sure: red, Blue and green!") and not builtin.has_right_content(colors, "red, blue")
+    for row in builtin.build_pairs(100, 20, seed=5)["train"]:
+        assert builtin.has_right_content(builtin.task_of(row), row["chosen"][0]["content"])

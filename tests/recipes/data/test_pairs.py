@@ -37,7 +37,8 @@ def test_builtin_prompts_are_distinct_training_prompts_with_every_kind_and_their
     assert all(r["prompt"][0]["content"] in train_prompts for r in rows)
     assert [r["kind"] for r in rows[:4]] == list(builtin.KINDS)
     capital = next(r for r in rows if r["kind"] == "capital")
-    assert verifier_scores(capital, [capital["answer"].lower(), "no idea"]) == [1.0, 0.0]
+    city = capital["answer"]
+    assert verifier_scores(capital, [city.lower(), f"The capital is {city}.", "no idea"]) == [1.0, 0.5, 0.0]
 
 
 def test_prompts_from_a_file_keep_their_fields_and_become_messages(tmp_path):
@@ -61,20 +62,28 @@ def test_best_is_chosen_worst_is_rejected_and_ties_or_single_answers_give_nothin
     assert best_and_worst({}, ["ab", "ab", ""], by_length) is None  # one distinct answer
 
 
+def test_an_answer_cut_off_at_max_new_tokens_can_be_rejected_but_never_chosen():
+    assert best_and_worst({}, ["abcd", "ab", "a"], by_length, [False, True, True]) == ("ab", 2.0, "a", 1.0)
+    assert best_and_worst({}, ["abcd", "ab", "a"], by_length, [True, False, False]) == ("abcd", 4.0, "a", 1.0)
+    assert best_and_worst({}, ["abcd", "a"], by_length, [False, True]) is None  # the finished one is the worst
+
+
 def test_sample_pairs_end_to_end_on_the_tiny_model_then_read_back_as_local_data(tmp_path):
     cfg = compose_config("model=tiny-random")
     model, tokenizer = load_model(cfg.model, "fp32", seed=0), load_tokenizer(cfg.model)
     prompts = builtin_prompts(6, seed=0)
+    # A random model never emits EOS, so every answer is cut off: allow those to be chosen here.
     pairs, stats = sample_pairs(model, tokenizer, prompts, by_length, num_samples=3, batch_size=4,
-                                max_new_tokens=12, seed=0, progress=False)
+                                max_new_tokens=12, seed=0, require_finished=False, progress=False)
     assert stats["prompts"] == 6 and stats["pairs"] + stats["ties"] + stats["too_few_distinct"] == 6
+    assert stats["unfinished_answers"] == 18
     assert stats["pairs"] >= 3, stats  # random 12-token samples rarely tie in length
     for pair in pairs:
         chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
         assert (pair["chosen_score"], pair["rejected_score"]) == (len(chosen), len(rejected))
         assert len(chosen) > len(rejected) and pair["kind"] in builtin.KINDS
     again, _ = sample_pairs(model, tokenizer, prompts, by_length, num_samples=3, batch_size=4, max_new_tokens=12,
-                            seed=0, progress=False)
+                            seed=0, require_finished=False, progress=False)
     assert again == pairs  # the seed fixes the samples
 
     path = write_pairs(pairs, tmp_path / "out" / "pairs.jsonl")

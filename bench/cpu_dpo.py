@@ -1,0 +1,300 @@
+"""CPU benchmark of a LoRA DPO step: the recipe, plain TRL and a hand-written floor, on the same batches.
+
+Run: `make bench` (the embedded SmolLM2, ~2 min and ~3 CPU-minutes on 2 cores) or
+`python bench/cpu_dpo.py --model tiny-random --steps 2 --json` (seconds); `--ragged` adds the padding measurement.
+Rows, all in this one process on the composed default config (model, LoRA, built-in data, batch size, lr, max_length):
+  recipe     what `make train-dpo` trains with: recipes.dpo.build_trainer, trainer.train()
+  plain_trl  trl.DPOTrainer with DPOConfig defaults but bf16=False and the recipe's lr/batch/max_length/steps
+             (so TRL's default activation checkpointing stays on)
+  floor      a hand-written step: policy forward+backward with full logits and log_softmax+gather, a reference
+             forward with the adapter disabled and no grad, the DPO loss and an AdamW step
+Every row trains on the same batches in the same order (sequential sampling); the first --warmup steps are not
+timed. s/step is the median of the timed steps (the rows run one after another, so a burst of other work on a
+shared machine slows one row: the median ignores bursts shorter than half the steps; every step time is in the
+JSON). tokens/s counts non-pad tokens. Peak RSS is sampled every 20 ms while the row runs and includes what the
+process holds before the first row (libraries, data: `baseline_rss_mib`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import psutil
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from transformers import TrainerCallback
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recipes import load_recipe  # noqa: E402
+from recipes.adapters import lora_config  # noqa: E402
+from recipes.data import load_splits  # noqa: E402
+from recipes.models import load_model, load_tokenizer  # noqa: E402
+
+ROWS = ("recipe", "plain_trl", "floor")
+# An hh-rlhf-like length mix, in words (about one SmolLM2 token each): the prompt is the dialogue before the last
+# assistant turn, the answers one turn each; medians and log-scale spreads are rough guesses at its shape (no
+# download here), not measured.
+RAGGED_MEDIANS = {"prompt": 90, "chosen": 60, "rejected": 55}
+RAGGED_SIGMA = 0.8
+RAGGED_ANSWER_CORRELATION = 0.5  # of log-lengths: a long chosen answer tends to go with a long rejected one
+WORDS = "the of and to in is you that it he was for on are as with his they at be this from have or by one".split()
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = tempfile.mkdtemp(prefix="bench-")
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+class PeakRSS:
+    """The largest resident set size seen while the block runs (a thread samples it)."""
+
+    def __enter__(self):
+        self.peak, self._done = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        process = psutil.Process()
+        while not self._done.wait(0.02):
+            self.peak = max(self.peak, process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, psutil.Process().memory_info().rss)
+
+
+def release_memory() -> None:
+    """Free the last row's tensors and hand the allocator's free pages back, so the next row's peak is its own."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed memory mapped otherwise
+
+
+def run_recipe(cfg, tokenizer, rows, timer):
+    recipe = load_recipe(cfg.method.recipe)
+    trainer = recipe.build_trainer(
+        cfg, model=load_model(cfg.model, "fp32", seed=cfg.train.seed), ref_model=None, tokenizer=tokenizer,
+        train_dataset=rows, eval_dataset=None, peft_config=lora_config(cfg.peft), callbacks=[timer],
+    )
+    batches = list(trainer.get_train_dataloader())  # what every row trains on, in this order
+    trainer.train()
+    return batches
+
+
+def run_plain_trl(cfg, tokenizer, rows, timer):
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(
+        output_dir=cfg.train.output_dir, bf16=False, learning_rate=cfg.train.learning_rate,
+        per_device_train_batch_size=cfg.train.per_device_train_batch_size, max_length=cfg.train.max_length,
+        max_steps=cfg.train.max_steps, train_sampling_strategy="sequential", report_to=[], disable_tqdm=True,
+    )
+    trainer = DPOTrainer(
+        model=load_model(cfg.model, "fp32", seed=cfg.train.seed), args=args, train_dataset=rows,
+        processing_class=tokenizer, peft_config=lora_config(cfg.peft), callbacks=[timer],
+    )
+    trainer.train()
+
+
+def run_floor(cfg, batches, timer):
+    from peft import get_peft_model
+
+    model = get_peft_model(load_model(cfg.model, "fp32", seed=cfg.train.seed), lora_config(cfg.peft))
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # DPOConfig's disable_dropout, as in the two trainers
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.learning_rate)
+    beta = cfg.method.beta
+    for batch in batches:
+        start = time.perf_counter()
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        mask = batch["completion_mask"][:, 1:].float()
+
+        def sequence_logps():
+            logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+            return (logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask).sum(1)
+
+        policy_chosen, policy_rejected = sequence_logps().chunk(2)
+        with torch.no_grad(), model.disable_adapter():
+            ref_chosen, ref_rejected = sequence_logps().chunk(2)
+        loss = -F.logsigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        timer.times.append(time.perf_counter() - start)
+
+
+def measure(model: str, pairs: int, steps: int, warmup: int) -> dict:
+    total = steps + warmup
+    cfg = compose_config(
+        f"model={model}", "logger=none", f"train.per_device_train_batch_size={pairs}", f"train.max_steps={total}",
+        "train.save_strategy=no", "+train.train_sampling_strategy=sequential", "+train.disable_tqdm=true",
+    )
+    tokenizer = load_tokenizer(cfg.model)
+    train, _ = load_splits(cfg.dataset, "paired")
+    rows = train.select(range(total * pairs))
+    results, batches = {}, None
+    release_memory()
+    baseline_rss = psutil.Process().memory_info().rss
+    for name in ROWS:
+        timer = StepTimer()
+        with PeakRSS() as rss:
+            if name == "recipe":
+                batches = run_recipe(cfg, tokenizer, rows, timer)
+            elif name == "plain_trl":
+                run_plain_trl(cfg, tokenizer, rows, timer)
+            else:
+                run_floor(cfg, batches, timer)
+        release_memory()
+        seconds = statistics.median(timer.times[warmup:total])
+        results[name] = {"s_per_step": seconds, "tokens_per_s": tokens_per_step(batches[warmup:total]) / seconds,
+                         "peak_rss_mib": rss.peak / 2**20, "step_s": timer.times}
+    timed = batches[warmup:total]
+    return {
+        "model": model, "pairs": pairs, "steps": steps, "warmup": warmup, "threads": torch.get_num_threads(),
+        "tokens_per_step": tokens_per_step(timed), "baseline_rss_mib": baseline_rss / 2**20,
+        "non_pad_fraction": sum(int(b["attention_mask"].sum()) for b in timed) / sum(b["attention_mask"].numel() for b in timed),
+        "rows": results,
+        "ratios": {"recipe_over_floor": results["recipe"]["s_per_step"] / results["floor"]["s_per_step"],
+                   "plain_over_recipe": results["plain_trl"]["s_per_step"] / results["recipe"]["s_per_step"]},
+    }
+
+
+def tokens_per_step(batches) -> float:
+    return sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
+
+
+def ragged_pairs(n: int, seed: int = 0) -> list[dict]:
+    """Plain-text pairs whose prompt/chosen/rejected word counts are lognormal (RAGGED_* above)."""
+    generator = torch.Generator().manual_seed(seed)
+    normal = torch.randn(n, 3, generator=generator)
+    rho = RAGGED_ANSWER_CORRELATION
+    normal[:, 2] = rho * normal[:, 1] + math.sqrt(1 - rho**2) * normal[:, 2]
+    medians = torch.tensor([RAGGED_MEDIANS[k] for k in ("prompt", "chosen", "rejected")], dtype=torch.float)
+    counts = (medians * torch.exp(RAGGED_SIGMA * normal)).round().clamp(min=1).long().tolist()
+    words = torch.randint(len(WORDS), (n, 3, max(max(row) for row in counts)), generator=generator).tolist()
+    return [
+        {key: " ".join(WORDS[w] for w in words[i][j][:counts[i][j]]) for j, key in enumerate(("prompt", "chosen", "rejected"))}
+        for i in range(n)
+    ]
+
+
+def padding_fractions(model: str, pairs: int, rows: int = 1024, max_length: int = 1024) -> dict:
+    """Non-pad fraction of the recipe's training batches over one epoch of ragged pairs, per sampling strategy."""
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(ragged_pairs(rows))
+    result = {"rows": rows, "pairs": pairs, "max_length": max_length}
+    for strategy in ("random", "group_by_length"):
+        cfg = compose_config(f"model={model}", "logger=none", f"train.per_device_train_batch_size={pairs}",
+                             f"train.max_length={max_length}", f"+train.train_sampling_strategy={strategy}")
+        tokenizer = load_tokenizer(cfg.model)
+        trainer = load_recipe(cfg.method.recipe).build_trainer(
+            cfg, model=load_model(cfg.model, "fp32", seed=cfg.train.seed), ref_model=None, tokenizer=tokenizer,
+            train_dataset=dataset, eval_dataset=None, peft_config=lora_config(cfg.peft), callbacks=[],
+        )
+        masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
+        result[strategy] = {
+            "mean_batch_fraction": sum(float(m.float().mean()) for m in masks) / len(masks),
+            "token_fraction": sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks),
+            "batches": len(masks),
+        }
+        if strategy == "random":  # the same tokenized pairs under both strategies
+            result["pair_bound"] = pair_bound(trainer.train_dataset, max_length)
+        del trainer
+    return result
+
+
+def pair_bound(tokenized, max_length: int) -> float:
+    """The best any sampler can reach: TRL pads a pair's shorter answer to its longer one in every batch."""
+    fractions = []
+    for p, c, r in zip(tokenized["prompt_ids"], tokenized["chosen_ids"], tokenized["rejected_ids"]):
+        chosen, rejected = min(len(p) + len(c), max_length), min(len(p) + len(r), max_length)
+        fractions.append((chosen + rejected) / (2 * max(chosen, rejected)))
+    return sum(fractions) / len(fractions)
+
+
+def print_table(result: dict) -> None:
+    print(f"model {result['model']}, {result['pairs']} pairs/step, {result['steps']} timed steps after {result['warmup']} "
+          f"warm-up, {result['threads']} threads; {result['tokens_per_step']:.0f} non-pad tokens/step "
+          f"({result['non_pad_fraction']:.0%} of the padded batch); load average before {result['load_average']}, "
+          f"after {result['load_average_after']}; RSS before the rows {result['baseline_rss_mib']:.0f} MiB")
+    print(f"{'row':10} {'s/step':>8} {'tokens/s':>9} {'peak RSS MiB':>13}")
+    for name, row in result["rows"].items():
+        print(f"{name:10} {row['s_per_step']:8.2f} {row['tokens_per_s']:9.0f} {row['peak_rss_mib']:13.0f}")
+    ratios = result["ratios"]
+    print(f"recipe / floor: {ratios['recipe_over_floor']:.2f}x the time; plain TRL / recipe: {ratios['plain_over_recipe']:.2f}x")
+    ragged = result.get("ragged")
+    if ragged:
+        print(f"ragged pairs ({ragged['rows']} hh-rlhf-like rows, batches of {ragged['pairs']} pairs, max_length "
+              f"{ragged['max_length']}), non-pad fraction per batch (mean / token-weighted):")
+        for strategy in ("random", "group_by_length"):
+            r = ragged[strategy]
+            print(f"  {strategy:16} {r['mean_batch_fraction']:.1%} / {r['token_fraction']:.1%}")
+        print(f"  each pair alone  {ragged['pair_bound']:.1%} (the most any sampler reaches: TRL pads the shorter answer)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m", help="a conf/model/ name (tiny-random: seconds)")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
+    parser.add_argument("--pairs", type=int, default=8, help="pairs per step")
+    parser.add_argument("--ragged", action="store_true", help="also: padding with TRL's sampler vs length grouping")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    # The trainers print their logs; with --json stdout carries the JSON object only.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = measure(args.model, args.pairs, args.steps, args.warmup)
+        result["load_average"] = load_before  # other work on the machine slows every row
+        result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        if args.ragged:
+            result["ragged"] = padding_fractions(args.model, args.pairs)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+
+
+if __name__ == "__main__":
+    main()

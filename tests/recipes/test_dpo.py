@@ -1,0 +1,143 @@
+"""recipes.dpo's trainer: TRL's loss and metrics exactly, and length-grouped batches of pairs."""
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer
+
+from recipes import dpo
+from recipes.adapters import lora_config
+from recipes.data import load_splits
+from recipes.models import load_model, load_tokenizer
+from tests.conftest import compose_config
+
+TINY = ["model=tiny-random", "logger=none", "dataset.num_train=16", "dataset.num_eval=8"]
+
+
+def one_step(trainer_class, cfg, train):
+    """Loss, logged metrics and LoRA gradients of one training batch, from the same weights for both classes."""
+    torch.manual_seed(0)  # the same LoRA initialization
+    trainer = trainer_class(
+        model=load_model(cfg.model, "fp32", seed=0), args=dpo.build_config(cfg), train_dataset=train,
+        processing_class=load_tokenizer(cfg.model), peft_config=lora_config(cfg.peft),
+    )
+    with torch.no_grad():  # LoRA's B starts at zero: move it so the policy differs from the reference
+        generator = torch.Generator().manual_seed(1)
+        for name, param in trainer.model.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    grads = {n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss.item(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, grads
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo"])
+def test_recipe_trainer_gives_trls_loss_rewards_and_gradients(method):
+    cfg = compose_config(f"method={method}", *TINY, "+train.train_sampling_strategy=sequential")
+    train, _ = load_splits(cfg.dataset, "paired")
+    trl_loss, trl_metrics, trl_grads = one_step(DPOTrainer, cfg, train)
+    loss, metrics, grads = one_step(dpo.RecipeDPOTrainer, cfg, train)
+    assert abs(trl_loss - math.log(2)) > 1e-3  # policy and reference really differ
+    assert loss == pytest.approx(trl_loss, abs=1e-5)
+    assert metrics.keys() == trl_metrics.keys()
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                "logps/rejected", "entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy", "num_tokens"):
+        assert metrics[key] == pytest.approx(trl_metrics[key], abs=1e-5), key
+    assert grads.keys() == trl_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=1e-7)
+
+
+@pytest.fixture
+def ragged_pairs() -> Dataset:
+    """1024 plain-text pairs with lognormal lengths (the tiny tokenizer: one character is one token)."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = (torch.tensor([90.0, 60.0, 55.0]) * torch.exp(0.8 * torch.randn(1024, 3, generator=generator))).long() + 1
+    return Dataset.from_list([{"prompt": "p" * int(p), "chosen": "c" * int(c), "rejected": "r" * int(r)}
+                              for p, c, r in lengths.tolist()])
+
+
+def recipe_trainer(ragged, strategy):
+    cfg = compose_config(*TINY, "train.max_length=1024", f"+train.train_sampling_strategy={strategy}")
+    return dpo.build_trainer(cfg, model=load_model(cfg.model, "fp32"), ref_model=None, tokenizer=load_tokenizer(cfg.model),
+                             train_dataset=ragged, eval_dataset=ragged.select(range(20)), peft_config=lora_config(cfg.peft),
+                             callbacks=[])
+
+
+def non_pad_fraction(trainer) -> float:
+    masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
+    return sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+
+def test_group_by_length_pads_less_than_trls_random_batches(ragged_pairs):
+    grouped = recipe_trainer(ragged_pairs, "group_by_length")
+    sampler = grouped._get_train_sampler()
+    assert isinstance(sampler, dpo.PairLengthSampler)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(grouped.train_dataset))) and len(order) > 1000  # every pair once per epoch
+    lengths = sampler.lengths
+    assert max(lengths[i] for i in order[:8]) == max(lengths)  # the longest batch first
+    assert order != list(sampler)  # a new order each epoch
+    random_fraction = non_pad_fraction(recipe_trainer(ragged_pairs, "random"))
+    grouped_fraction = non_pad_fraction(grouped)
+    # TRL pads each pair's shorter answer to the longer one, so no sampler beats every pair's own fraction.
+    tokenized = grouped.train_dataset
+    per_pair = [(2 * len(p) + len(c) + len(r)) / (2 * (len(p) + max(len(c), len(r))))
+                for p, c, r in zip(tokenized["prompt_ids"], tokenized["chosen_ids"], tokenized["rejected_ids"])]
+    bound = sum(per_pair) / len(per_pair)
+    assert grouped_fraction > bound - 0.03 and grouped_fraction > random_fraction + 0.3, (random_fraction, grouped_fraction, bound)
+    assert len(list(grouped.get_eval_dataloader())) == 2  # evaluation still loads (sequentially)
+
+
+def test_pair_lengths_are_prompt_plus_longer_answer_capped_at_max_length():
+    rows = Dataset.from_list([{"prompt_ids": [1] * 5, "chosen_ids": [2] * 3, "rejected_ids": [3] * 7},
+                              {"prompt_ids": [1] * 9, "chosen_ids": [2] * 4, "rejected_ids": [3] * 1}])
+    assert dpo.pair_lengths(rows, None) == [12, 13]
+    assert dpo.pair_lengths(rows, 12) == [12, 12]
+
+
+def test_sampler_keeps_the_short_batch_last():
+    sampler = dpo.PairLengthSampler(lengths=list(range(10)), batch_size=4)
+    order = list(sampler)
+    assert order[:4] == [9, 8, 7, 6] and sorted(order[4:8]) == [2, 3, 4, 5] and order[8:] == [1, 0]
+
+
+def test_plain_trl_fails_with_group_by_length(ragged_pairs):
+    """Why the recipe has its own sampler: TRL 1.16's DPOTrainer leaves it to transformers, which needs input_ids."""
+    args = DPOConfig(output_dir="/tmp/plain-trl", bf16=False, train_sampling_strategy="group_by_length", report_to=[])
+    cfg = compose_config(*TINY)
+    trainer = DPOTrainer(model=load_model(cfg.model, "fp32"), args=args, train_dataset=ragged_pairs.select(range(16)),
+                         processing_class=load_tokenizer(cfg.model), peft_config=lora_config(cfg.peft))
+    with pytest.raises(ValueError, match="input_ids"):
+        trainer.get_train_dataloader()
+
+
+def test_precomputed_reference_log_probs_come_from_the_completion_head(monkeypatch):
+    """TRL precomputes inside its __init__; the recipe's head must already serve those reference forwards."""
+    import trl.trainer.utils
+
+    calls, chunked = [], trl.trainer.utils._ChunkedLogProbFunction
+
+    class CountingChunkedHead:
+        @staticmethod
+        def apply(*args):
+            calls.append(1)
+            return chunked.apply(*args)
+
+    monkeypatch.setattr(trl.trainer.utils, "_ChunkedLogProbFunction", CountingChunkedHead)
+    cfg = compose_config(*TINY, "method.precompute_ref_log_probs=true")
+    train, _ = load_splits(cfg.dataset, "paired")
+    logps = {}
+    for trainer_class in (dpo.RecipeDPOTrainer, DPOTrainer):
+        calls.clear()
+        trainer = trainer_class(model=load_model(cfg.model, "fp32", seed=0), args=dpo.build_config(cfg),
+                                train_dataset=train, processing_class=load_tokenizer(cfg.model), peft_config=lora_config(cfg.peft))
+        logps[trainer_class] = (trainer.train_dataset["ref_chosen_logps"], len(calls))
+    (trl_logps, trl_calls), (our_logps, our_calls) = logps[DPOTrainer], logps[dpo.RecipeDPOTrainer]
+    assert trl_calls > 0 and our_calls == 0
+    assert our_logps == pytest.approx(trl_logps, abs=1e-4) and len(our_logps) == 16

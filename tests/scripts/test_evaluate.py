@@ -1,0 +1,61 @@
+"""scripts/evaluate.py on run directories as train.py leaves them (tiny model, LoRA adapter moved off zero)."""
+
+import importlib.util
+import json
+
+from tests.conftest import REPO
+from tests.recipes.test_evaluation import fake_lora_run
+
+SCRIPT = REPO / "scripts" / "evaluate.py"
+QUICK = ["eval_generation.max_prompts=6", "eval_generation.max_new_tokens=6", "dataset.num_eval=8"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_json_output_equals_eval_json_and_wandb_gets_an_eval_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    fake_lora_run(run, *QUICK, "logger=wandb")
+    assert load_script().main([str(run), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    assert printed == json.loads((run / "eval.json").read_text())
+    assert printed["written_by"] == "scripts/evaluate.py" and printed["method"] == "dpo"
+    assert printed["pairs"]["num_pairs"] == 8 and printed["pairs"]["source"] == "recipes.evaluation"
+    assert 0.0 <= printed["pairs"]["reward_accuracy"] <= 1.0 and printed["pairs"]["loss"] > 0
+    generation = printed["generation"]
+    assert generation["num_prompts"] == 6 and len(generation["samples"]) == 6
+    assert generation["wins"] + generation["losses"] + generation["ties"] == 6
+    assert generation["kl_policy_reference"] != 0.0  # the adapter moved the policy away from the reference
+
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    data = next(offline.glob("*.wandb")).read_bytes()
+    for needle in (b"eval/generation/samples", b"eval/pairs/reward_accuracy", b"dpo-tiny-random-beta0.1"):
+        assert needle in data, needle
+
+
+def test_existing_eval_json_is_kept_unless_forced_and_the_table_reports_samples(tmp_path, capsys):
+    run = tmp_path / "run"
+    fake_lora_run(run, *QUICK)
+    (run / "eval.json").write_text('{"mine": 1}')
+    evaluate = load_script()
+
+    assert evaluate.main([str(run)]) == 2
+    assert "eval.json exists: pass --force" in capsys.readouterr().err
+    assert json.loads((run / "eval.json").read_text()) == {"mine": 1}
+
+    assert evaluate.main([str(run), "--force", "--num-samples", "2", "--temperature", "0.7"]) == 0
+    table = capsys.readouterr().out
+    for row in ("reward accuracy (8 pairs)", "pass rate (6 prompts, greedy)", "KL(policy || reference)",
+                "win rate over reference (ties 1/2)", "pass rate (2 samples, T=0.7)"):
+        assert row in table, row
+    written = json.loads((run / "eval.json").read_text())
+    assert written["generation"]["sampled"]["num_prompts"] == 12 and written["settings"]["temperature"] == 0.7
+
+
+def test_a_folder_without_a_run_is_a_clear_error(tmp_path, capsys):
+    assert load_script().main([str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a run directory: no config.yaml" in capsys.readouterr().err
