@@ -79,23 +79,33 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             f"train.resume=auto hydra.run.dir={run_dir}"
         )
     after = trainer.evaluate(metric_key_prefix="eval")
-    trainer.save_model(str(run_dir / MODEL_DIR))
-    if is_main_process():
-        tokenizer.save_pretrained(str(run_dir / MODEL_DIR))
+    status = run_status(callbacks)
+    if status == "completed":
+        trainer.save_model(str(run_dir / MODEL_DIR))
+        if is_main_process():
+            tokenizer.save_pretrained(str(run_dir / MODEL_DIR))
+    else:  # broken weights are not a model: what is kept is the last complete checkpoint, if one was saved
+        log.error("%s: model/ not saved; complete checkpoints in %s are the last good weights", status, run_dir)
 
     metrics = {
         "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name, "peft": cfg.peft.name,
-        "beta": cfg.method.get("beta"), "precision": precision, "status": "completed",
+        "beta": cfg.method.get("beta"), "precision": precision, "status": status,
         **train_metrics, **after,
         "before_training": before, "wall_time_s": round(time.time() - started, 1),
     }
     write_json(run_dir / METRICS_FILE, metrics)
     write_json(run_dir / LOG_HISTORY_FILE, {"log_history": trainer.state.log_history})
-    if is_main_process():
+    if is_main_process() and status == "completed":
         eval_ref = reference_for_evaluation(cfg, ref_model, trainer.args.device, precision, quant_config)
         evaluate_after_training(cfg, trainer, eval_ref, tokenizer, run_dir)  # eval.json: verifier pass rates, KL
     log.info("run directory: %s", run_dir)
     return metrics
+
+
+def run_status(callbacks: list) -> str:
+    """completed, or why a callback (the training-health monitor) stopped the run early."""
+    reasons = [c.stopped_reason for c in callbacks if getattr(c, "stopped_reason", None)]
+    return f"stopped: {reasons[0]}" if reasons else "completed"
 
 
 def sweep_objective(metrics: dict, name: str) -> float:
