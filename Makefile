@@ -100,7 +100,7 @@ bench: $(STAMP) ## CPU DPO step: recipe vs plain TRL vs floor, ~2 min [model=tin
 test: $(STAMP) ## fast tests (tiny random model), under 10 minutes on 2 cores
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-test-slow: $(STAMP) ## slow tests: the embedded SmolLM2 model end to end
+test-slow: $(STAMP) ## slow tests: the embedded SmolLM2 model end to end, kill-and-resume, determinism
 	$(PY) -m pytest -m slow $(ARGS)
 
 clean-venv: ## remove .venv (the next target recreates it)

@@ -37,6 +37,7 @@ def _step_losses(run_dir: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in history if "loss" in row}
 
 
+@pytest.mark.slow  # three 40-step runs: ~80 s on 2 quiet cores
 def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     run_train(*RESUMABLE, f"hydra.run.dir={whole}")
@@ -87,6 +88,7 @@ def test_half_written_checkpoint_is_never_resumed_from(tmp_path):
     assert result.returncode == 2 and "no complete checkpoint" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # two full runs
 def test_same_config_and_seed_give_the_same_loss_curve(tmp_path):
     runs = [tmp_path / "a", tmp_path / "b"]
     for run_dir in runs:
