@@ -29,23 +29,27 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def test_two_ranks_train_in_sync_and_only_rank_0_writes(tmp_path):
+def train_on_two_ranks(tmp_path, *overrides: str) -> tuple[dict, dict]:
+    """scripts/train.py in 2 CPU ranks through `accelerate launch`; each rank's trainable weights after training."""
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
-    run_dir = tmp_path / "run"
     env = {**os.environ, "PROBE_DIR": str(tmp_path), "REPO": str(REPO), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "conf/launcher/ddp.yaml",
-         "--num_processes", "2", str(probe), *FAST, "train.max_steps=3", "eval_generation.enabled=false",
-         f"hydra.run.dir={run_dir}"],
+         "--num_processes", "2", str(probe), *FAST, "train.max_steps=3", "eval_generation.enabled=false", *overrides],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert rank0.keys() == rank1.keys() and rank0
     assert all(torch.equal(rank0[name], rank1[name]) for name in rank0), "DDP did not keep the ranks in sync"
     assert any(t.abs().sum() > 0 for name, t in rank0.items() if "lora_B" in name), "no step was taken"
+    return rank0, rank1
+
+
+def test_two_ranks_train_in_sync_and_only_rank_0_writes(tmp_path):
+    run_dir = tmp_path / "run"
+    train_on_two_ranks(tmp_path, f"hydra.run.dir={run_dir}")
 
     metrics, config = read_run(run_dir)
     assert metrics["status"] == "completed"

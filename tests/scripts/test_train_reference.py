@@ -1,17 +1,14 @@
 """scripts/train.py end to end on the tiny model: `ref=sft_adapter`, `ref=model`, `ref=precomputed` on two DDP ranks."""
 
 import math
-import os
-import subprocess
-import sys
 
 import torch
 from safetensors.torch import load_file
 
 from recipes.models import load_model
-from tests.conftest import FAST, REPO, compose_config, read_run, run_train
+from tests.conftest import FAST, compose_config, read_run, run_train
 from tests.recipes.test_adapters import save_sft_adapter
-from tests.scripts.test_train_distributed import PROBE
+from tests.scripts.test_train_distributed import train_on_two_ranks
 
 LN2_FLOAT32 = float(torch.tensor(math.log(2), dtype=torch.float32))
 
@@ -61,19 +58,6 @@ def test_dpo_against_a_separate_reference_model(tmp_path):
 
 def test_precomputed_reference_under_two_ranks_keeps_them_in_sync(tmp_path):
     """No reference model for accelerate to prepare: the evaluation before training must not cost DDP its wrapper."""
-    probe = tmp_path / "probe.py"
-    probe.write_text(PROBE)
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PROBE_DIR": str(tmp_path), "REPO": str(REPO), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "conf/launcher/ddp.yaml",
-         "--num_processes", "2", str(probe), *FAST, "train.max_steps=3", "eval_generation.enabled=false",
-         "ref=precomputed", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    assert rank0.keys() == rank1.keys() and rank0
-    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0), "the ranks trained apart: no gradient sync"
-    assert any(t.abs().sum() > 0 for name, t in rank0.items() if "lora_B" in name), "no step was taken"
+    train_on_two_ranks(tmp_path, "ref=precomputed", f"hydra.run.dir={run_dir}")
     assert read_run(run_dir)[0]["before_training"]["eval_loss"] == LN2_FLOAT32  # the precomputed reference is the start
