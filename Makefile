@@ -11,8 +11,10 @@ model ?=
 dataset ?=
 peft ?=
 logger ?=
+hardware ?=
 ARGS ?=
-GROUP_OVERRIDES = $(if $(model),model=$(model)) $(if $(dataset),dataset=$(dataset)) $(if $(peft),peft=$(peft)) $(if $(logger),logger=$(logger))
+GROUP_OVERRIDES = $(if $(model),model=$(model)) $(if $(dataset),dataset=$(dataset)) $(if $(peft),peft=$(peft)) $(if $(logger),logger=$(logger)) \
+	$(if $(hardware),hardware=$(hardware))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train test test-slow clean-venv
@@ -41,7 +43,7 @@ LAUNCH = $(if $(launcher),RECIPES_RUN_STAMP=$(shell date +%Y-%m-%d_%H-%M-%S) $(V
 train: $(STAMP) ## train what the config and ARGS say, e.g. an experiment: train ARGS="experiment=llama3-8b-orpo"
 	$(LAUNCH) scripts/train.py $(GROUP_OVERRIDES) $(ARGS)
 
-train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo [model= dataset= peft= logger= launcher= gpus= ARGS=]
+train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
 	$(LAUNCH) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
 
 # A beta sweep: one Hydra multirun job per value, then summary.csv/.md/.png in the sweep directory.

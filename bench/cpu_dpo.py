@@ -47,6 +47,7 @@ from recipes import load_recipe  # noqa: E402
 from recipes.adapters import lora_config  # noqa: E402
 from recipes.data import load_splits  # noqa: E402
 from recipes.models import load_model, load_tokenizer  # noqa: E402
+from recipes.shared_prompt import PAD, share_prompts  # noqa: E402
 
 ROWS = ("recipe", "plain_trl", "floor")
 # An hh-rlhf-like length mix, in words (about one SmolLM2 token each): the prompt is the dialogue before the last
@@ -215,29 +216,42 @@ def ragged_pairs(n: int, seed: int = 0) -> list[dict]:
     ]
 
 
+# (sampling strategy, method.share_prompt): TRL's default layout and sampler first, the recipe's default last.
+RAGGED_SETUPS = (("random", False), ("group_by_length", False), ("random", True), ("group_by_length", True))
+
+
 def padding_fractions(model: str, pairs: int, rows: int = 1024, max_length: int = 1024) -> dict:
-    """Non-pad fraction of the recipe's training batches over one epoch of ragged pairs, per sampling strategy."""
+    """Over one epoch of ragged pairs, per sampling strategy and row layout: the share of the positions the model
+    computes that are real tokens, and how many positions that is next to TRL's default."""
     from datasets import Dataset
 
     dataset = Dataset.from_list(ragged_pairs(rows))
-    result = {"rows": rows, "pairs": pairs, "max_length": max_length}
-    for strategy in ("random", "group_by_length"):
+    result = {"rows": rows, "pairs": pairs, "max_length": max_length, "setups": {}}
+    for strategy, share in RAGGED_SETUPS:
         cfg = compose_config(f"model={model}", "logger=none", f"train.per_device_train_batch_size={pairs}",
-                             f"train.max_length={max_length}", f"+train.train_sampling_strategy={strategy}")
+                             f"train.max_length={max_length}", f"+train.train_sampling_strategy={strategy}",
+                             f"method.share_prompt={share}")
         tokenizer = load_tokenizer(cfg.model)
         trainer = load_recipe(cfg.method.recipe).build_trainer(
             cfg, model=load_model(cfg.model, "fp32", seed=cfg.train.seed), ref_model=None, tokenizer=tokenizer,
             train_dataset=dataset, eval_dataset=None, peft_config=lora_config(cfg.peft), callbacks=[],
         )
-        masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
-        result[strategy] = {
-            "mean_batch_fraction": sum(float(m.float().mean()) for m in masks) / len(masks),
-            "token_fraction": sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks),
-            "batches": len(masks),
+        real, positions = [], []
+        for batch in trainer.get_train_dataloader():
+            rows_of_pairs = share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]) if share else None
+            mask = rows_of_pairs.segments != PAD if rows_of_pairs is not None else batch["attention_mask"].bool()
+            real.append(int(mask.sum()))
+            positions.append(mask.numel())
+        result["setups"][f"{strategy}{'+shared' if share else ''}"] = {
+            "mean_batch_fraction": sum(r / n for r, n in zip(real, positions)) / len(real),
+            "token_fraction": sum(real) / sum(positions), "positions": sum(positions), "batches": len(real),
         }
-        if strategy == "random":  # the same tokenized pairs under both strategies
+        if (strategy, share) == RAGGED_SETUPS[0]:  # the same tokenized pairs in every setup
             result["pair_bound"] = pair_bound(trainer.train_dataset, max_length)
         del trainer
+    trl_positions = result["setups"]["random"]["positions"]
+    for setup in result["setups"].values():
+        setup["positions_vs_trl"] = setup["positions"] / trl_positions
     return result
 
 
@@ -263,11 +277,11 @@ def print_table(result: dict) -> None:
     ragged = result.get("ragged")
     if ragged:
         print(f"ragged pairs ({ragged['rows']} hh-rlhf-like rows, batches of {ragged['pairs']} pairs, max_length "
-              f"{ragged['max_length']}), non-pad fraction per batch (mean / token-weighted):")
-        for strategy in ("random", "group_by_length"):
-            r = ragged[strategy]
-            print(f"  {strategy:16} {r['mean_batch_fraction']:.1%} / {r['token_fraction']:.1%}")
-        print(f"  each pair alone  {ragged['pair_bound']:.1%} (the most any sampler reaches: TRL pads the shorter answer)")
+              f"{ragged['max_length']}): real tokens among the positions computed (mean per batch / all batches), "
+              f"and positions computed next to TRL's default:")
+        for name, r in ragged["setups"].items():
+            print(f"  {name:23} {r['mean_batch_fraction']:6.1%} / {r['token_fraction']:6.1%}   {r['positions_vs_trl']:.2f}x")
+        print(f"  each pair alone in TRL's layout: {ragged['pair_bound']:.1%} (it pads the shorter answer to the longer)")
 
 
 def main() -> None:

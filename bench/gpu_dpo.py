@@ -1,9 +1,14 @@
-"""GPU benchmark: LoRA and QLoRA DPO steps on a random Llama-3-8B-shaped model, no downloads.
+"""GPU benchmark: LoRA and QLoRA DPO on a random Llama-3-8B-shaped model, the recipe against plain TRL, no downloads.
 
-Run on a GPU machine: `python bench/gpu_dpo.py --variants lora,qlora --steps 8` (bench/gpu.sh wraps it).
-Prints tokens/s, peak GPU memory and MFU per variant, side by side in one process; `--json` prints one object.
-MFU counts 8*N FLOPs per trained token: 6N for the policy's forward+backward, 2N for the reference forward
-(N = parameters; LoRA skips most weight gradients, so this overstates the work and is comparable across runs).
+Run on a GPU machine: `python bench/gpu_dpo.py --variants lora,qlora --steps 8` (bench/gpu.sh wraps it);
+`--shape tiny` checks the script on a CPU in seconds. For each variant, in one process, on the same pairs:
+  plain   trl.DPOTrainer with DPOConfig defaults (activation checkpointing on), 4 pairs per step
+  recipe  recipes.dpo.build_trainer on the composed config: shared-prompt rows, and micro-batch, accumulation and
+          checkpointing picked by a memory preset (`--lora-budget-gib`, `--qlora-budget-gib`), 4 pairs per step
+Prints s/step, tokens/s, peak GPU memory and MFU; `--json` prints one object. tokens/s counts the tokens of the
+pairs (2 x prompt+answer per pair) in every row, whatever a row computes. MFU counts 8*N FLOPs per such token: 6N
+for the policy's forward+backward, 2N for the reference forward (N = parameters; LoRA skips most weight gradients,
+so this overstates the work and is comparable across rows).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 import torch
 import yaml
 from datasets import Dataset
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
@@ -38,18 +43,20 @@ H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step, with the GPU drained at both ends."""
+    """Wall time of each optimizer step, all its micro-batches included: from one step's end to the next's."""
 
     def __init__(self):
         self.times = []
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, **kwargs):
         _sync()
-        self._start = time.perf_counter()
+        self._last = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         _sync()
-        self.times.append(time.perf_counter() - self._start)
+        now = time.perf_counter()
+        self.times.append(now - self._last)
+        self._last = now
 
 
 def _sync() -> None:
@@ -65,33 +72,72 @@ def pairs(n: int, prompt_len: int, answer_len: int) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def run(variant: str, steps: int, pairs_per_step: int, prompt_len: int, answer_len: int, checkpointing: bool,
-        shape: dict) -> dict:
+def load_random_model(variant: str, shape: dict, precision: str):
+    """The random-init model, quantized to nf4 for qlora (bitsandbytes quantizes while loading: save, load back)."""
     cuda = torch.cuda.is_available()
-    precision = "bf16" if cuda else "fp32"
     peft_cfg = OmegaConf.create(yaml.safe_load((REPO / "conf" / "peft" / f"{variant}.yaml").read_text()))
-    model_cfg = OmegaConf.create({"name": "llama3-8b-shape", "init_config": shape})
     if cuda:
         torch.cuda.empty_cache()
-    quantization = quantization_config(peft_cfg, precision)
     with torch.device("cuda" if cuda else "cpu"):  # random init on the GPU takes seconds, on the CPU minutes
-        model = load_model(model_cfg, precision)
+        model = load_model(OmegaConf.create({"name": "llama3-8b-shape", "init_config": shape}), precision)
+    quantization = quantization_config(peft_cfg, precision)
     if quantization is not None:
-        # bitsandbytes quantizes while loading weights: save the random model, load it back in 4-bit.
         folder = Path("/tmp/bench-random-model")
         model.save_pretrained(folder)
         del model
         torch.cuda.empty_cache() if cuda else None
         model = load_model(OmegaConf.create({"name": "saved", "path": str(folder)}), precision, quantization)
-    weights_gib = model.get_memory_footprint() / 2**30
-    linear_4bit = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
-    args = DPOConfig(output_dir="/tmp/bench-out", per_device_train_batch_size=pairs_per_step, max_steps=steps,
-                     learning_rate=1e-5, bf16=cuda, logging_steps=1000, save_strategy="no", report_to=[],
-                     max_length=prompt_len + answer_len + 8, activation_checkpointing=checkpointing,
-                     dataloader_num_workers=0, disable_tqdm=True)
+    return model, peft_cfg
+
+
+def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer):
+    model, peft_cfg = load_random_model(variant, shape, precision)
+    args = DPOConfig(output_dir="/tmp/bench-out", per_device_train_batch_size=pairs_per_step, max_steps=len(train) // pairs_per_step,
+                     learning_rate=1e-5, bf16=precision == "bf16", logging_steps=1000, save_strategy="no", report_to=[],
+                     max_length=max_length, dataloader_num_workers=0, disable_tqdm=True)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=char_tokenizer(),
+                         peft_config=lora_config(peft_cfg), callbacks=[timer])
+    return trainer, {"activation_checkpointing": args.gradient_checkpointing, "micro_batch": pairs_per_step,
+                     "accumulation": 1, "share_prompt": False}
+
+
+def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib):
+    from bench.cpu_dpo import compose_config
+    from recipes import load_recipe
+    from recipes.memory import fit_hardware
+
+    steps = len(train) // pairs_per_step
+    cfg = compose_config(
+        "model=llama3-8b", f"peft={variant}", "logger=none", "hardware=80gb", f"hardware.memory_gib={budget_gib}",
+        "hardware.headroom_gib=0", f"train.per_device_train_batch_size={pairs_per_step}", f"train.max_length={max_length}",
+        f"train.max_steps={steps}", "train.learning_rate=1e-5", "train.save_strategy=no", "train.logging_steps=1000",
+        "+train.disable_tqdm=true", f"precision={precision}",
+    )
+    with open_dict(cfg):
+        cfg.model.shape = {k: shape[k] for k in cfg.model.shape}  # --shape tiny: the estimate of the tiny shape
+    recipe = load_recipe(cfg.method.recipe)
+    fit_hardware(cfg, recipe)
+    model, _ = load_random_model(variant, shape, precision)
+    trainer = recipe.build_trainer(cfg, model=model, ref_model=None, tokenizer=char_tokenizer(), train_dataset=train,
+                                   eval_dataset=None, peft_config=lora_config(cfg.peft), callbacks=[timer])
+    return trainer, {"activation_checkpointing": cfg.train.activation_checkpointing,
+                     "micro_batch": cfg.train.per_device_train_batch_size,
+                     "accumulation": cfg.train.gradient_accumulation_steps, "share_prompt": trainer.share_prompt}
+
+
+def run(row: str, variant: str, steps: int, pairs_per_step: int, prompt_len: int, answer_len: int, shape: dict,
+        budget_gib: float) -> dict:
+    cuda = torch.cuda.is_available()
+    precision = "bf16" if cuda else "fp32"
+    train = pairs(pairs_per_step * steps, prompt_len, answer_len)
+    max_length = prompt_len + answer_len + 8
     timer = StepTimer()
-    trainer = DPOTrainer(model=model, args=args, train_dataset=pairs(pairs_per_step * steps, prompt_len, answer_len),
-                         processing_class=char_tokenizer(), peft_config=lora_config(peft_cfg), callbacks=[timer])
+    if row == "plain":
+        trainer, settings = plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer)
+    else:
+        trainer, settings = recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib)
+    model = trainer.model
+    weights_gib = model.get_memory_footprint() / 2**30
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -99,9 +145,10 @@ def run(variant: str, steps: int, pairs_per_step: int, prompt_len: int, answer_l
     tokens_per_step = pairs_per_step * 2 * (prompt_len + answer_len)
     seconds = sum(timed) / len(timed)
     result = {
-        "variant": variant, "activation_checkpointing": checkpointing, "weights_gib": round(weights_gib, 1),
-        "linear_4bit_layers": linear_4bit, "s_per_step": round(seconds, 3),
-        "tokens_per_s": round(tokens_per_step / seconds), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None,
+        "row": row, "variant": variant, **settings, "weights_gib": round(weights_gib, 1),
+        "linear_4bit_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
+        "s_per_step": round(seconds, 3), "tokens_per_s": round(tokens_per_step / seconds),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None,
         "mfu": round(8 * LLAMA3_8B_PARAMS * tokens_per_step / seconds / H100_BF16_PEAK, 3),
     }
     del trainer, model
@@ -113,32 +160,37 @@ def run(variant: str, steps: int, pairs_per_step: int, prompt_len: int, answer_l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="lora,qlora")
+    parser.add_argument("--rows", default="plain,recipe")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, default=512)
     parser.add_argument("--answer-len", type=int, default=512)
-    parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--lora-budget-gib", type=float, default=40, help="the recipe's memory preset for LoRA")
+    parser.add_argument("--qlora-budget-gib", type=float, default=10, help="the recipe's memory preset for QLoRA")
     parser.add_argument("--shape", choices=["llama3-8b", "tiny"], default="llama3-8b")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     shape = LLAMA3_8B if args.shape == "llama3-8b" else TINY
-    results = [run(v, args.steps, args.pairs, args.prompt_len, args.answer_len, not args.no_checkpointing, shape)
-               for v in args.variants.split(",")]
+    budgets = {"lora": args.lora_budget_gib, "qlora": args.qlora_budget_gib}
+    results = [run(row, variant, args.steps, args.pairs, args.prompt_len, args.answer_len, shape, budgets[variant])
+               for variant in args.variants.split(",") for row in args.rows.split(",")]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     if args.json:
         print(json.dumps({"device": device, "shape": args.shape, "results": results}))
         return
     print(f"device: {device}; shape {args.shape}; {args.pairs} pairs x 2 x {args.prompt_len + args.answer_len} tokens/step")
-    print(f"{'variant':8} {'ckpt':5} {'s/step':>7} {'tokens/s':>9} {'weights GiB':>11} {'peak GiB':>9} {'MFU':>6}")
+    print(f"{'row':7} {'variant':8} {'micro x acc':>11} {'ckpt':5} {'shared':6} {'s/step':>7} {'tokens/s':>9} "
+          f"{'weights GiB':>11} {'peak GiB':>9} {'MFU':>6}")
     for r in results:
         peak = f"{r['peak_gib']:9.1f}" if r["peak_gib"] is not None else f"{'-':>9}"
-        print(f"{r['variant']:8} {str(r['activation_checkpointing']):5} {r['s_per_step']:7.3f} {r['tokens_per_s']:9d} "
-              f"{r['weights_gib']:11.1f} {peak} {r['mfu']:6.3f}")
-    if len(results) > 1:
-        base = results[0]
-        for r in results[1:]:
-            memory = f", {r['peak_gib'] / base['peak_gib']:.2f}x memory" if base["peak_gib"] else ""
-            print(f"{r['variant']} / {base['variant']}: {r['tokens_per_s'] / base['tokens_per_s']:.2f}x tokens/s{memory}")
+        print(f"{r['row']:7} {r['variant']:8} {r['micro_batch']:>5} x {r['accumulation']:<3} "
+              f"{str(r['activation_checkpointing']):5} {str(r['share_prompt']):6} {r['s_per_step']:7.3f} "
+              f"{r['tokens_per_s']:9d} {r['weights_gib']:11.1f} {peak} {r['mfu']:6.3f}")
+    by_key = {(r["row"], r["variant"]): r for r in results}
+    for variant in args.variants.split(","):
+        plain, recipe = by_key.get(("plain", variant)), by_key.get(("recipe", variant))
+        if plain and recipe:
+            print(f"{variant}: recipe / plain TRL = {recipe['tokens_per_s'] / plain['tokens_per_s']:.2f}x tokens/s")
 
 
 if __name__ == "__main__":

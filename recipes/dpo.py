@@ -3,6 +3,9 @@
 Copy it to start your own: `make new-recipe from=dpo name=my_dpo`, then edit build_trainer.
 """
 
+import contextlib
+import logging
+
 import torch
 from accelerate.utils import is_peft_model
 from torch.utils.data import Sampler
@@ -10,46 +13,71 @@ from trl import DPOConfig, DPOTrainer
 
 from recipes.lm_head import add_completion_lm_head, triton_head
 from recipes.ref_cache import ContentKeyedReferenceCache
+from recipes.shared_prompt import add_shared_prompt_backbone, shared_prompt_rows
 from recipes.trl_args import make_config
 
 DATA_FORMAT = "paired"  # prompt, chosen, rejected
 USES_REFERENCE = True
 PAIR_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")  # TRL's tokenized pairs
 
+logger = logging.getLogger(__name__)
+
 
 class RecipeDPOTrainer(ContentKeyedReferenceCache, DPOTrainer):
-    """TRL's DPOTrainer, with the same loss and metrics, and three changes that only make it faster:
+    """TRL's DPOTrainer, with the same loss and metrics, and four changes that only make it faster:
 
+    - `share_prompt`: each pair is one row, its prompt computed once for both answers (recipes.shared_prompt);
     - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (recipes.ref_cache);
     - without Triton (CPU), the log-probs come from recipes.lm_head, which projects completion tokens only;
     - `train_sampling_strategy: group_by_length` works (TRL 1.16's DPOTrainer fails with it: transformers looks
       for an `input_ids` column): batches of pairs of similar length, see PairLengthSampler.
     """
 
-    def __init__(self, *args, **kwargs):
-        self._completion_head_added = False
+    def __init__(self, *args, share_prompt: bool = True, **kwargs):
+        self._models_patched = False
+        self.share_prompt = share_prompt
         super().__init__(*args, **kwargs)
-        self._add_completion_head()
+        self._patch_models()
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
-        self._add_completion_head()  # precompute_ref_log_probs runs inside TRL's __init__, after it patched its head
+        self._patch_models()  # precompute_ref_log_probs runs inside TRL's __init__, after it patched its head
         return super()._precompute_ref_logps(dataset, name, batch_size)
 
-    def _add_completion_head(self):
-        if self._completion_head_added or triton_head(self.accelerator.device):
+    def _patch_models(self):
+        if self._models_patched:
             return
-        # The fields TRL's __init__ requested: log-probs for the loss, the rest for its logged metrics.
-        outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
-        outputs += ("log_sum_sq_probs",) if self.use_weighting else ()
-        add_completion_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model, outputs)
-        if self.ref_model is not None:
-            add_completion_lm_head(self.accelerator.unwrap_model(self.ref_model))
-        self._completion_head_added = True
+        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        reference = self.accelerator.unwrap_model(self.ref_model) if self.ref_model is not None else None
+        if not triton_head(self.accelerator.device):
+            # The fields TRL's __init__ requested: log-probs for the loss, the rest for its logged metrics.
+            outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
+            outputs += ("log_sum_sq_probs",) if self.use_weighting else ()
+            add_completion_lm_head(policy, outputs)
+            if reference is not None:
+                add_completion_lm_head(reference)
+        if self.share_prompt:
+            models = [policy] + ([reference] if reference is not None else [])
+            self.share_prompt = all([add_shared_prompt_backbone(m) for m in models])
+            if not self.share_prompt:
+                logger.info("share_prompt: off for this model (its attention takes no custom mask), TRL's layout is used")
+        self._models_patched = True
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        with self._pair_rows(inputs):
+            return super()._compute_loss(model, inputs, return_outputs)
+
+    def compute_ref_log_probs(self, model, inputs):
+        with self._pair_rows(inputs):
+            return super().compute_ref_log_probs(model, inputs)
+
+    def _pair_rows(self, inputs):
+        return shared_prompt_rows(inputs) if self.share_prompt else contextlib.nullcontext()
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and _is_tokenized_pairs(dataset):
-            return PairLengthSampler(pair_lengths(dataset, self.args.max_length), self.args.per_device_train_batch_size)
+            lengths = pair_lengths(dataset, self.args.max_length, self.share_prompt)
+            return PairLengthSampler(lengths, self.args.per_device_train_batch_size)
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
@@ -88,11 +116,17 @@ def _is_tokenized_pairs(dataset) -> bool:
     return dataset is not None and set(PAIR_COLUMNS) <= set(getattr(dataset, "column_names", []))
 
 
-def pair_lengths(dataset, max_length: int | None) -> list[int]:
-    """Each pair's row length in a batch: the collator pads chosen and rejected to the longer one, after truncation."""
+def pair_lengths(dataset, max_length: int | None, shared_prompt: bool = False) -> list[int]:
+    """Each pair's row length in a batch, after TRL truncates prompt + answer to max_length: the prompt and both
+    answers with `shared_prompt`, else the prompt and the longer answer (the collator pads the other to it)."""
     columns = dataset.select_columns(list(PAIR_COLUMNS))
-    lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(*(columns[name] for name in PAIR_COLUMNS))]
-    return [min(n, max_length) for n in lengths] if max_length else lengths
+    cap = max_length or float("inf")
+    lengths = []
+    for p, c, r in zip(*(columns[name] for name in PAIR_COLUMNS)):
+        chosen, rejected = min(len(p) + len(c), cap), min(len(p) + len(r), cap)
+        prompt = min(len(p), cap)
+        lengths.append(chosen + rejected - prompt if shared_prompt else max(chosen, rejected))
+    return lengths
 
 
 def build_config(cfg) -> DPOConfig:
@@ -109,4 +143,5 @@ def build_trainer(cfg, *, model, ref_model, tokenizer, train_dataset, eval_datas
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
+        share_prompt=cfg.method.get("share_prompt", True),
     )

@@ -15,7 +15,7 @@ from recipes.errors import RecipeError
 from recipes.models import pick_precision
 
 # Keys of conf/method/*.yaml and of train: that are the launcher's, not the TRL config's.
-METHOD_KEYS = ("name", "recipe")
+METHOD_KEYS = ("name", "recipe", "share_prompt")
 TRAIN_KEYS = ("resume",)
 
 

@@ -31,6 +31,7 @@ from recipes.data.report import log_summary  # noqa: E402
 from recipes.checkpoints import resolve_resume  # noqa: E402
 from recipes.errors import RecipeError, RunInterrupted  # noqa: E402
 from recipes.evaluation import evaluate_after_training  # noqa: E402
+from recipes.memory import dry_run, fit_hardware  # noqa: E402
 from recipes.models import check_available, load_tokenizer, pick_precision  # noqa: E402
 from recipes.run_files import (  # noqa: E402
     LOG_HISTORY_FILE, METRICS_FILE, MODEL_DIR, evaluate_before_training, refuse_existing_run, save_config, write_json,
@@ -46,6 +47,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     check_sections(cfg)
     recipe = load_recipe(cfg.method.recipe)
+    fit_hardware(cfg, recipe)  # hardware=24gb|40gb|80gb: micro-batch, accumulation, checkpointing into cfg.train
     validate(cfg, recipe)
     checkpoint = resolve_resume(cfg.train.resume, run_dir)
     refuse_existing_run(run_dir, resuming=checkpoint is not None)
@@ -126,6 +128,8 @@ def main(cfg: DictConfig) -> float | None:
     quiet_other_ranks()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        if cfg.dry_run:
+            return dry_run(cfg, run_dir)
         metrics = train(cfg, run_dir)
         finish_wandb(0)
         return sweep_objective(metrics, cfg.optimized_metric)

@@ -8,7 +8,7 @@ from recipes.adapters import lora_config
 from recipes.validation import validate
 from tests.conftest import CONF, compose_config
 
-GROUPS = ["method", "model", "dataset", "peft", "logger"]
+GROUPS = ["method", "model", "dataset", "peft", "logger", "hardware"]
 
 
 def options(group: str) -> list[str]:

@@ -22,7 +22,7 @@ from recipes.validation import validate
 from tests.conftest import CONF, REPO, compose_config
 
 DOC = REPO / "docs" / "methods.md"
-MAKE_VARIABLES = ("model", "dataset", "peft", "logger")  # the Makefile's GROUP_OVERRIDES, in its order
+MAKE_VARIABLES = ("model", "dataset", "peft", "logger", "hardware")  # the Makefile's GROUP_OVERRIDES, in its order
 METHODS = sorted(path.stem for path in (CONF / "method").glob("*.yaml"))
 
 

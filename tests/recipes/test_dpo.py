@@ -63,7 +63,9 @@ def ragged_pairs() -> Dataset:
 
 
 def recipe_trainer(ragged, strategy):
-    cfg = compose_config(*TINY, "train.max_length=1024", f"+train.train_sampling_strategy={strategy}")
+    """TRL's row layout (shared-prompt rows: tests/recipes/test_shared_prompt.py)."""
+    cfg = compose_config(*TINY, "train.max_length=1024", f"+train.train_sampling_strategy={strategy}",
+                         "method.share_prompt=false")
     return dpo.build_trainer(cfg, model=load_model(cfg.model, "fp32"), ref_model=None, tokenizer=load_tokenizer(cfg.model),
                              train_dataset=ragged, eval_dataset=ragged.select(range(20)), peft_config=lora_config(cfg.peft),
                              callbacks=[])
@@ -99,6 +101,9 @@ def test_pair_lengths_are_prompt_plus_longer_answer_capped_at_max_length():
                               {"prompt_ids": [1] * 9, "chosen_ids": [2] * 4, "rejected_ids": [3] * 1}])
     assert dpo.pair_lengths(rows, None) == [12, 13]
     assert dpo.pair_lengths(rows, 12) == [12, 12]
+    # One shared-prompt row per pair: the prompt once, both answers, each answer truncated with its prompt.
+    assert dpo.pair_lengths(rows, None, shared_prompt=True) == [15, 14]
+    assert dpo.pair_lengths(rows, 12, shared_prompt=True) == [15, 13]
 
 
 def test_sampler_keeps_the_short_batch_last():
