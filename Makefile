@@ -46,9 +46,11 @@ train: $(STAMP) ## train what the config and ARGS say, e.g. an experiment: train
 train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
 	$(LAUNCH) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
 
-# A beta sweep: one Hydra multirun job per value, then summary.csv/.md/.png in the sweep directory.
+# A beta sweep: one Hydra multirun job per value (per value and seed with seeds=1,2,3), then summary.csv/.md/.png
+# in the sweep directory.
 method ?= dpo
 betas ?= 0.01,0.05,0.1,0.5
+seeds ?=
 sweep_root ?= multirun
 SWEEP_NAME := sweep-$(method)-$(shell date +%Y-%m-%d_%H-%M-%S)
 # Methods with a reference compute its log-probs once and every job reuses them (recipes/ref_cache.py).
@@ -57,9 +59,9 @@ REF_CACHE = $(if $(filter dpo ipo kto,$(method)),method.precompute_ref_log_probs
 SWEEP_GROUP = $(if $(filter wandb,$(or $(logger),wandb)),logger.group=$(SWEEP_NAME))
 .PHONY: sweep-beta new-recipe recipes
 
-sweep-beta: $(STAMP) ## sweep beta, then summarize [method=dpo betas=0.01,0.05,0.1,0.5 model= dataset= peft= logger= ARGS=]
+sweep-beta: $(STAMP) ## sweep beta, then summarize [method=dpo betas=0.01,0.05,0.1,0.5 seeds= model= dataset= peft= logger= ARGS=]
 	$(PY) scripts/train.py -m method=$(method) method.beta=$(betas) $(GROUP_OVERRIDES) $(SWEEP_GROUP) $(REF_CACHE) \
-		'hydra.sweep.dir=$(sweep_root)/$(method)/$${model.name}/$(SWEEP_NAME)' $(ARGS)
+		$(if $(seeds),train.seed=$(seeds)) 'hydra.sweep.dir=$(sweep_root)/$(method)/$${model.name}/$(SWEEP_NAME)' $(ARGS)
 	$(PY) scripts/summarize_sweep.py $(sweep_root)/$(method)/*/$(SWEEP_NAME)
 
 new-recipe: $(STAMP) ## copy a recipe to edit: new-recipe from=dpo name=my_dpo [force=1]; from=experiment/<name> too

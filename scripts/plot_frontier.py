@@ -1,8 +1,10 @@
 """Plot verifier pass rate against KL to the reference for a sweep: `python scripts/plot_frontier.py <sweep dir>`.
 
-`make frontier sweep=<sweep dir>`. One point per run (each subfolder with metrics.json and eval.json), labelled
-with method and beta; the runs no other run beats on both axes are joined as the frontier. Writes frontier.png
-and frontier.csv (the plotted numbers) into the sweep dir; --json prints the points as one JSON object.
+`make frontier sweep=<sweep dir>`. Reads every run (each subfolder with metrics.json and eval.json) and groups
+the runs by method and beta: runs that differ only in their seed (`make sweep-beta seeds=1,2,3`) make one point,
+the mean, with error bars of one standard error of that mean over the runs (none for a single run); each run is
+drawn too, faint. Points no other point beats on both axes are joined as the frontier. Writes frontier.png and
+frontier.csv (one row per point: mean, standard error, n) into the sweep dir; --json prints runs and points.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import csv
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -20,7 +23,8 @@ from recipes.errors import RecipeError  # noqa: E402
 from recipes.evaluation import EVAL_FILE  # noqa: E402
 from recipes.run_files import CONFIG_FILE, METRICS_FILE  # noqa: E402
 
-FIELDS = ["run", "method", "beta", "kl", "pass_rate", "reference_pass_rate", "on_frontier"]
+FIELDS = ["method", "beta", "n", "kl", "kl_se", "pass_rate", "pass_rate_se", "reference_pass_rate", "on_frontier",
+          "runs"]
 
 
 def _finite(value) -> float | None:
@@ -43,7 +47,7 @@ def method_label(run_dir: Path, metrics: dict) -> str:
 
 
 def read_points(sweep_dir: Path) -> list[dict]:
-    """One point per run folder under `sweep_dir` that holds metrics.json and an eval.json with generation results."""
+    """One entry per run folder under `sweep_dir` that holds metrics.json and an eval.json with generation results."""
     if not sweep_dir.is_dir():
         raise RecipeError(f"{sweep_dir}: no such sweep directory.")
     points, skipped = [], []
@@ -60,7 +64,7 @@ def read_points(sweep_dir: Path) -> list[dict]:
             continue
         points.append({
             "run": str(run_dir.relative_to(sweep_dir)), "method": method_label(run_dir, metrics),
-            "beta": _finite(metrics.get("beta")), "kl": kl, "pass_rate": pass_rate,
+            "beta": _finite(metrics.get("beta")), "seed": _seed(run_dir), "kl": kl, "pass_rate": pass_rate,
             "reference_pass_rate": _finite((generation.get("pass_rate") or {}).get("reference")),
         })
     if skipped:
@@ -70,12 +74,48 @@ def read_points(sweep_dir: Path) -> list[dict]:
             f"{sweep_dir}: no run folder with {METRICS_FILE} and a generation evaluation in {EVAL_FILE}. Runs on the "
             f"built-in dataset write it after training; for others run `make eval run=<run dir>`."
         )
+    return points
+
+
+def _seed(run_dir: Path) -> int | None:
+    import yaml
+
+    config_path = run_dir / CONFIG_FILE
+    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
+    return (config.get("train") or {}).get("seed")
+
+
+def standard_error(values: list[float]) -> float | None:
+    """Standard error of the mean: sample standard deviation / sqrt(n); None for fewer than two values."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+
+
+def _order(beta: float | None) -> float:
+    return math.inf if beta is None else beta  # runs without a beta last
+
+
+def group_points(runs: list[dict]) -> list[dict]:
+    """One point per (method, beta): the mean over its runs (seeds) of KL and pass rate, their standard errors, n."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["method"], run["beta"]), []).append(run)
+    points = []
+    for (method, beta), members in sorted(groups.items(), key=lambda item: (item[0][0], _order(item[0][1]))):
+        kls, rates = [r["kl"] for r in members], [r["pass_rate"] for r in members]
+        references = [r["reference_pass_rate"] for r in members if r["reference_pass_rate"] is not None]
+        points.append({
+            "method": method, "beta": beta, "n": len(members),
+            "kl": statistics.fmean(kls), "kl_se": standard_error(kls),
+            "pass_rate": statistics.fmean(rates), "pass_rate_se": standard_error(rates),
+            "reference_pass_rate": statistics.fmean(references) if references else None,
+            "runs": [r["run"] for r in members],
+        })
     mark_frontier(points)
     return points
 
 
 def mark_frontier(points: list[dict]) -> None:
-    """on_frontier: no other run has both a lower-or-equal KL and a higher-or-equal pass rate (one of them strictly)."""
+    """on_frontier: no other point has both a lower-or-equal KL and a higher-or-equal pass rate (one strictly)."""
     for p in points:
         p["on_frontier"] = not any(
             q is not p and q["kl"] <= p["kl"] and q["pass_rate"] >= p["pass_rate"]
@@ -88,18 +128,26 @@ def label(point: dict) -> str:
     return point["method"] + (f" β={point['beta']:g}" if point["beta"] is not None else "")
 
 
-def plot(points: list[dict], path: Path) -> None:
+def plot(points: list[dict], runs: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    repeated = any(p["n"] > 1 for p in points)
     for method in sorted({p["method"] for p in points}):
         mine = [p for p in points if p["method"] == method]
-        ax.scatter([p["kl"] for p in mine], [p["pass_rate"] for p in mine], label=method, zorder=3)
+        bars = ax.errorbar([p["kl"] for p in mine], [p["pass_rate"] for p in mine], fmt="o", capsize=3, zorder=3,
+                           xerr=[p["kl_se"] or 0.0 for p in mine], yerr=[p["pass_rate_se"] or 0.0 for p in mine],
+                           label=method + (" (mean ± 1 s.e. over seeds)" if repeated else ""))
+        if repeated:
+            theirs = [r for r in runs if r["method"] == method]
+            ax.scatter([r["kl"] for r in theirs], [r["pass_rate"] for r in theirs], s=10, alpha=0.35, zorder=2,
+                       color=bars[0].get_color())
     for p in points:
-        ax.annotate(label(p), (p["kl"], p["pass_rate"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        text = label(p) + (f" n={p['n']}" if p["n"] > 1 else "")
+        ax.annotate(text, (p["kl"], p["pass_rate"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     frontier = sorted((p["kl"], p["pass_rate"]) for p in points if p["on_frontier"])
     if len(frontier) > 1:
         ax.plot(*zip(*frontier), "--", color="gray", zorder=2, label="frontier")
@@ -108,7 +156,9 @@ def plot(points: list[dict], path: Path) -> None:
         ax.axhline(sum(references) / len(references), color="black", linewidth=0.8, linestyle=":", label="reference")
     ax.set_xlabel("KL(policy || reference) on the policy's answers")
     ax.set_ylabel("held-out verifier pass rate")
-    ax.set_ylim(-0.03, 1.03)
+    highest = max([r["pass_rate"] for r in runs] + [p["pass_rate"] + (p["pass_rate_se"] or 0.0) for p in points]
+                  + references)
+    ax.set_ylim(-0.03, min(1.03, 1.25 * highest + 0.05))  # zoomed on the data: low pass rates stay readable
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -116,21 +166,27 @@ def plot(points: list[dict], path: Path) -> None:
 
 
 def write_csv(points: list[dict], path: Path) -> None:
-    """Full-precision numbers, one row per plotted point."""
+    """Full-precision numbers, one row per plotted point; runs are joined by ';' and an absent value is empty."""
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows({k: ("" if p[k] is None else p[k]) for k in FIELDS} for p in points)
+        writer.writerows({k: ("" if p[k] is None else ";".join(p[k]) if k == "runs" else p[k]) for k in FIELDS}
+                         for p in points)
 
 
 def format_table(points: list[dict]) -> str:
     def number(value, spec):
         return "-" if value is None else format(value, spec)
 
-    cells = [FIELDS] + [[p["run"], p["method"], number(p["beta"], "g"), number(p["kl"], ".4f"),
-                         number(p["pass_rate"], ".3f"), number(p["reference_pass_rate"], ".3f"),
-                         "yes" if p["on_frontier"] else ""] for p in points]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(FIELDS))]
+    def mean_se(point, key, spec):
+        se = point[f"{key}_se"]
+        return number(point[key], spec) + ("" if se is None else " ± " + format(se, spec))
+
+    header = ["method", "beta", "n", "kl", "pass_rate", "reference_pass_rate", "on_frontier", "runs"]
+    cells = [header] + [[p["method"], number(p["beta"], "g"), str(p["n"]), mean_se(p, "kl", ".3f"),
+                         mean_se(p, "pass_rate", ".3f"), number(p["reference_pass_rate"], ".3f"),
+                         "yes" if p["on_frontier"] else "", ",".join(p["runs"])] for p in points]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
@@ -140,15 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     try:
-        points = read_points(args.sweep_dir)
+        runs = read_points(args.sweep_dir)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     png, table = args.sweep_dir / "frontier.png", args.sweep_dir / "frontier.csv"
-    plot(points, png)
+    points = group_points(runs)
+    plot(points, runs, png)
     write_csv(points, table)
     if args.json:
-        print(json.dumps({"sweep_dir": str(args.sweep_dir), "png": str(png), "csv": str(table), "points": points}))
+        print(json.dumps({"sweep_dir": str(args.sweep_dir), "png": str(png), "csv": str(table), "runs": runs,
+                          "points": points}))
     else:
         print(format_table(points))
         print(f"\nwritten: {png}, {table}")

@@ -158,3 +158,9 @@ def test_sweep_beta_sets_no_wandb_group_without_wandb():
     train, _ = make_dry_run("logger=none", "method=ipo", "betas=0.1,0.2")
     assert "logger.group" not in train
     assert "-m method=ipo method.beta=0.1,0.2" in train and "logger=none" in train
+
+
+def test_sweep_beta_crosses_betas_with_seeds():
+    train, _ = make_dry_run("logger=none", "betas=0.01,1", "seeds=1,2,3")
+    assert "-m method=dpo method.beta=0.01,1" in train and "train.seed=1,2,3" in train.split()
+    assert "train.seed" not in make_dry_run("logger=none")[0]  # no seeds=: the config's seed, one job per beta
