@@ -154,6 +154,7 @@ def plot(points: list[dict], runs: list[dict], path: Path) -> None:
     references = [p["reference_pass_rate"] for p in points if p["reference_pass_rate"] is not None]
     if references:
         ax.axhline(sum(references) / len(references), color="black", linewidth=0.8, linestyle=":", label="reference")
+    ax.margins(x=0.15)  # room for the labels of the outermost points
     ax.set_xlabel("KL(policy || reference) on the policy's answers")
     ax.set_ylabel("held-out verifier pass rate")
     highest = max([r["pass_rate"] for r in runs] + [p["pass_rate"] + (p["pass_rate_se"] or 0.0) for p in points]
