@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# GPU benchmark for a machine without network: `bash bench/gpu.sh` installs the wheels carried in .whl/ (see README,
-# "Performance") into /tmp/site, then runs bench/gpu_dpo.py. Extra arguments go to gpu_dpo.py.
+# GPU benchmark for a machine without network: `bash bench/gpu.sh` installs the wheels carried in .whl/ into /tmp/site,
+# then runs bench/gpu_dpo.py; extra arguments go to gpu_dpo.py. Fill .whl/ where PyPI is reachable (torch, accelerate,
+# pyarrow and tqdm come with the GPU machine's image):
+#   pip download --no-deps -d .whl bitsandbytes==0.50.2 transformers==5.24.0 trl==1.16.0 peft==0.21.2 datasets==5.2.0 \
+#     dill==0.4.0 multiprocess==0.70.18 hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 \
+#     --python-version 3.12 --only-binary=:all:    # the device image's Python (multiprocess ships one wheel per version)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then

@@ -101,8 +101,20 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
                      "accumulation": 1, "share_prompt": False}
 
 
+def compose_config(*overrides: str):
+    """The launcher's composed config (no run directory: nothing is saved)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = "/tmp/bench-out"
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib):
-    from bench.cpu_dpo import compose_config
     from recipes import load_recipe
     from recipes.memory import fit_hardware
 

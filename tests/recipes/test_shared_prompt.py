@@ -67,10 +67,11 @@ def test_batches_that_are_not_shared_prompt_pairs_keep_trls_layout(case):
     assert shared_prompt.share_prompts(ids, attention, completion) is None
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_backbone_gives_the_same_hidden_states_at_every_real_position(attention):
+def test_backbone_gives_the_same_hidden_states_at_every_real_position(attention, precision):
     cfg = compose_config(*TINY)
-    model = load_model(cfg.model, "fp32", seed=0)
+    model = load_model(cfg.model, precision, seed=0)
     model.set_attn_implementation(attention)
     with torch.no_grad():
         plain = model.model(input_ids=IDS, attention_mask=ATTENTION).last_hidden_state
@@ -80,7 +81,8 @@ def test_backbone_gives_the_same_hidden_states_at_every_real_position(attention)
         outside = model.model(input_ids=IDS, attention_mask=ATTENTION).last_hidden_state
     assert rows is not None
     real = ATTENTION.bool()
-    torch.testing.assert_close(shared[real], plain[real], rtol=1e-5, atol=1e-5)
+    tolerance = 1e-5 if precision == "fp32" else 2e-2  # bf16: the rows differ in shape, so in rounding
+    torch.testing.assert_close(shared[real], plain[real], rtol=tolerance, atol=tolerance)
     assert torch.equal(outside, plain)  # outside the context the backbone is untouched
 
 
