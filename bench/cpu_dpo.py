@@ -35,14 +35,12 @@ from pathlib import Path
 import psutil
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from transformers import TrainerCallback
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from recipes import config as recipes_config  # noqa: E402
 from recipes import load_recipe  # noqa: E402
 from recipes.adapters import lora_config  # noqa: E402
 from recipes.data import load_splits  # noqa: E402
@@ -60,12 +58,7 @@ WORDS = "the of and to in is you that it he was for on are as with his they at b
 
 
 def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = tempfile.mkdtemp(prefix="bench-")
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return recipes_config.compose_config(*overrides, output_dir=tempfile.mkdtemp(prefix="bench-"))
 
 
 class StepTimer(TrainerCallback):

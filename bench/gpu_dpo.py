@@ -101,21 +101,9 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
                      "accumulation": 1, "share_prompt": False}
 
 
-def compose_config(*overrides: str):
-    """The launcher's composed config (no run directory: nothing is saved)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "/tmp/bench-out"
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
 def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib):
     from recipes import load_recipe
+    from recipes.config import compose_config
     from recipes.memory import fit_hardware
 
     steps = len(train) // pairs_per_step
@@ -123,7 +111,7 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
         "model=llama3-8b", f"peft={variant}", "logger=none", "hardware=80gb", f"hardware.memory_gib={budget_gib}",
         "hardware.headroom_gib=0", f"train.per_device_train_batch_size={pairs_per_step}", f"train.max_length={max_length}",
         f"train.max_steps={steps}", "train.learning_rate=1e-5", "train.save_strategy=no", "train.logging_steps=1000",
-        "+train.disable_tqdm=true", f"precision={precision}",
+        "+train.disable_tqdm=true", f"precision={precision}", output_dir="/tmp/bench-out",
     )
     with open_dict(cfg):
         cfg.model.shape = {k: shape[k] for k in cfg.model.shape}  # --shape tiny: the estimate of the tiny shape

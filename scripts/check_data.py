@@ -17,21 +17,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.errors import HydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from recipes import load_recipe  # noqa: E402
+from recipes.config import compose_config  # noqa: E402
 from recipes.data import load_splits  # noqa: E402
 from recipes.data.report import data_report, format_table  # noqa: E402
 from recipes.errors import RecipeError  # noqa: E402
 from recipes.models import check_available, load_tokenizer  # noqa: E402
-
-
-def compose_train_config(overrides: list[str]) -> DictConfig:
-    """conf/train.yaml with the overrides, composed exactly as the launcher composes it."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 def check(cfg: DictConfig) -> dict:
@@ -51,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # libraries print notes at import (transformers' W&B line): keep stdout for us
-            result = check(compose_train_config(args.overrides))
+            result = check(compose_config(*args.overrides))
     except (RecipeError, HydraException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,18 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.errors import HydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from recipes.config import compose_config  # noqa: E402
 from recipes.data.pairs import RewardModel, builtin_prompts, read_prompts, refuse_overwrite, sample_pairs, verifier_scores, write_pairs  # noqa: E402
 from recipes.errors import RecipeError  # noqa: E402
 from recipes.models import check_available, load_model, load_tokenizer, pick_precision  # noqa: E402
-
-
-def compose_pairs_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="make_pairs", overrides=overrides)
 
 
 def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> dict:
@@ -71,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # libraries print notes at import (transformers' W&B line): keep stdout for us
-            result = make_pairs(compose_pairs_config(args.overrides), force=args.force)
+            result = make_pairs(compose_config(*args.overrides, config_name="make_pairs"), force=args.force)
     except (RecipeError, HydraException) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

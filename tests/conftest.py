@@ -12,9 +12,8 @@ import tempfile
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+
+from recipes import config as recipes_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -30,12 +29,7 @@ FAST = ["model=tiny-random", "logger=none", "train.max_steps=4", "dataset.num_tr
 
 def compose_config(*overrides: str):
     """The real config as the launcher sees it (hydra: interpolations resolve to a scratch run directory)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = tempfile.mkdtemp(prefix="run-")
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return recipes_config.compose_config(*overrides, output_dir=tempfile.mkdtemp(prefix="run-"))
 
 
 def run_train(*overrides: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -57,3 +51,20 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture
+def chunked_head_calls(monkeypatch) -> list:
+    """One entry per call of TRL's chunked log-prob head (the path the recipe's CPU head replaces)."""
+    import trl.trainer.utils
+
+    calls, chunked = [], trl.trainer.utils._ChunkedLogProbFunction
+
+    class CountingChunkedHead:
+        @staticmethod
+        def apply(*args):
+            calls.append(1)
+            return chunked.apply(*args)
+
+    monkeypatch.setattr(trl.trainer.utils, "_ChunkedLogProbFunction", CountingChunkedHead)
+    return calls

@@ -122,19 +122,9 @@ def test_plain_trl_fails_with_group_by_length(ragged_pairs):
         trainer.get_train_dataloader()
 
 
-def test_precomputed_reference_log_probs_come_from_the_completion_head(monkeypatch):
+def test_precomputed_reference_log_probs_come_from_the_completion_head(chunked_head_calls):
     """TRL precomputes inside its __init__; the recipe's head must already serve those reference forwards."""
-    import trl.trainer.utils
-
-    calls, chunked = [], trl.trainer.utils._ChunkedLogProbFunction
-
-    class CountingChunkedHead:
-        @staticmethod
-        def apply(*args):
-            calls.append(1)
-            return chunked.apply(*args)
-
-    monkeypatch.setattr(trl.trainer.utils, "_ChunkedLogProbFunction", CountingChunkedHead)
+    calls = chunked_head_calls
     cfg = compose_config(*TINY, "method.precompute_ref_log_probs=true")
     train, _ = load_splits(cfg.dataset, "paired")
     logps = {}

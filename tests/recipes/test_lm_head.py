@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import trl.trainer.utils
 from trl.trainer.utils import add_fused_lm_head
 
 from recipes import lm_head
@@ -66,19 +65,11 @@ def test_only_the_requested_fields_are_computed():
     assert out.entropy is None and out.mean_logits is None and out.is_top1 is None and out.log_sum_sq_probs is None
 
 
-def test_calls_without_the_fused_head_and_big_batches_go_to_trl(monkeypatch):
+def test_calls_without_the_fused_head_and_big_batches_go_to_trl(monkeypatch, chunked_head_calls):
     model = tiny_model()
     ids, labels = batch(model)
     lm_head.add_completion_lm_head(model, ALL_OUTPUTS)
-    calls, chunked = [], trl.trainer.utils._ChunkedLogProbFunction
-
-    class CountingChunkedHead:
-        @staticmethod
-        def apply(*args):
-            calls.append(1)
-            return chunked.apply(*args)
-
-    monkeypatch.setattr(trl.trainer.utils, "_ChunkedLogProbFunction", CountingChunkedHead)
+    calls = chunked_head_calls
     assert model(input_ids=ids).logits.shape == (3, 20, 128)  # the plain forward, for generation
     model(input_ids=ids, labels=labels, fused_lm_head=True)
     assert calls == []  # the completion head served it
