@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# GPU benchmark for a machine without network: `bash bench/gpu.sh` installs the wheels carried in .whl/ into /tmp/site,
-# then runs bench/gpu_dpo.py; extra arguments go to gpu_dpo.py. Fill .whl/ where PyPI is reachable (torch, accelerate,
-# pyarrow and tqdm come with the GPU machine's image):
+# GPU benchmark for a machine without network: `bash bench/gpu.sh [--variants lora,qlora] [--rows plain,recipe,...]`
+# installs the wheels carried in .whl/ into /tmp/site, then runs bench/gpu_dpo.py with the arguments given; each row
+# also goes to $OUT/gpu_dpo.jsonl when $OUT is set (the device tool's output folder). Fill .whl/ where PyPI is
+# reachable (torch, accelerate, triton, pyarrow and tqdm come with the GPU machine's image):
 #   pip download --no-deps -d .whl bitsandbytes==0.50.2 transformers==5.24.0 trl==1.16.0 peft==0.21.2 datasets==5.2.0 \
 #     dill==0.4.0 multiprocess==0.70.18 hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 \
-#     --python-version 3.12 --only-binary=:all:    # the device image's Python (multiprocess ships one wheel per version)
+#     liger-kernel==0.8.5 --python-version 3.12 --only-binary=:all:   # the image's Python (multiprocess: one wheel per version)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then
@@ -13,4 +14,4 @@ if [ -d .whl ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, trl, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__, 'bnb', bitsandbytes.__version__)"
-PYTHONUNBUFFERED=1 python3 bench/gpu_dpo.py "$@"
+PYTHONUNBUFFERED=1 python3 bench/gpu_dpo.py ${OUT:+--out "$OUT/gpu_dpo.jsonl"} "$@"

@@ -5,15 +5,21 @@ Run on a GPU machine: `python bench/gpu_dpo.py --variants lora,qlora --steps 8` 
   plain   trl.DPOTrainer with DPOConfig defaults (activation checkpointing on), 4 pairs per step
   recipe  recipes.dpo.build_trainer on the composed config: shared-prompt rows, and micro-batch, accumulation and
           checkpointing picked by a memory preset (`--lora-budget-gib`, `--qlora-budget-gib`), 4 pairs per step
-Prints s/step, tokens/s, peak GPU memory and MFU; `--json` prints one object. tokens/s counts the tokens of the
-pairs (2 x prompt+answer per pair) in every row, whatever a row computes. MFU counts 8*N FLOPs per such token: 6N
-for the policy's forward+backward, 2N for the reference forward (N = parameters; LoRA skips most weight gradients,
-so this overstates the work and is comparable across rows).
+  plain+LEVER[+LEVER]  plain TRL with one lever (or several) of LEVERS, to measure each on its own:
+          `--rows plain,plain+no_ckpt,plain+share_prompt,recipe`
+Prints s/step, tokens/s, peak GPU memory and MFU; `--json` prints one object, `--out FILE` appends each row as a
+JSON line as soon as it ends (a run cut short keeps its finished rows). A row that fails (out of memory, a kernel
+not installed) prints its error and the next row runs. tokens/s counts the tokens of the pairs (2 x prompt+answer
+per pair) in every row, whatever a row computes. MFU counts 8*N FLOPs per such token: 6N for the policy's
+forward+backward, 2N for the reference forward (N = parameters; LoRA skips most weight gradients, so this
+overstates the work and is comparable across rows). setup_s is the trainer's construction: with ref_precomputed it
+includes the reference pass over the whole dataset, which the step times leave out.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -30,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recipes.adapters import lora_config, quantization_config  # noqa: E402
+from recipes.dpo import RecipeDPOTrainer  # noqa: E402
 from recipes.models import char_tokenizer, load_model  # noqa: E402
 
 LLAMA3_8B = dict(model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -40,6 +47,17 @@ LLAMA3_8B_PARAMS = 8.03e9
 TINY = {**LLAMA3_8B, "vocab_size": 128, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2}
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM
+
+# One change each to plain TRL, as a function of the pairs per step. share_prompt is not a DPOConfig field: it
+# swaps DPOTrainer for the recipe's RecipeDPOTrainer with shared-prompt rows (on a CPU, also the recipe's LM head).
+LEVERS = {
+    "no_ckpt": lambda pairs: {"gradient_checkpointing": False},
+    "micro1": lambda pairs: {"per_device_train_batch_size": 1, "gradient_accumulation_steps": pairs},
+    "share_prompt": lambda pairs: {},
+    "ref_precomputed": lambda pairs: {"precompute_ref_log_probs": True},
+    "liger": lambda pairs: {"use_liger_kernel": True},  # needs liger-kernel and Triton (GPU)
+    "compile": lambda pairs: {"torch_compile": True},
+}
 
 
 class StepTimer(TrainerCallback):
@@ -72,33 +90,52 @@ def pairs(n: int, prompt_len: int, answer_len: int) -> Dataset:
     return Dataset.from_list(rows)
 
 
+_saved_models: dict[str, Path] = {}  # the random weights each qlora row quantizes, saved once per process
+
+
 def load_random_model(variant: str, shape: dict, precision: str):
     """The random-init model, quantized to nf4 for qlora (bitsandbytes quantizes while loading: save, load back)."""
     cuda = torch.cuda.is_available()
     peft_cfg = OmegaConf.create(yaml.safe_load((REPO / "conf" / "peft" / f"{variant}.yaml").read_text()))
-    if cuda:
-        torch.cuda.empty_cache()
-    with torch.device("cuda" if cuda else "cpu"):  # random init on the GPU takes seconds, on the CPU minutes
-        model = load_model(OmegaConf.create({"name": "llama3-8b-shape", "init_config": shape}), precision)
     quantization = quantization_config(peft_cfg, precision)
-    if quantization is not None:
-        folder = Path("/tmp/bench-random-model")
+    folder = _saved_models.get(json.dumps(shape, sort_keys=True))
+    if quantization is None or folder is None:
+        with torch.device("cuda" if cuda else "cpu"):  # random init on the GPU takes seconds, on the CPU minutes
+            model = load_model(OmegaConf.create({"name": "llama3-8b-shape", "init_config": shape}), precision)
+        if quantization is None:
+            return model, peft_cfg
+        folder = Path(f"/tmp/bench-random-model-{len(_saved_models)}")
         model.save_pretrained(folder)
+        _saved_models[json.dumps(shape, sort_keys=True)] = folder
         del model
-        torch.cuda.empty_cache() if cuda else None
-        model = load_model(OmegaConf.create({"name": "saved", "path": str(folder)}), precision, quantization)
+        _free_memory()
+    model = load_model(OmegaConf.create({"name": "saved", "path": str(folder)}), precision, quantization)
     return model, peft_cfg
 
 
-def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer):
+def _free_memory() -> None:
+    gc.collect()  # trainers hold their model in reference cycles
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, levers=()):
     model, peft_cfg = load_random_model(variant, shape, precision)
-    args = DPOConfig(output_dir="/tmp/bench-out", per_device_train_batch_size=pairs_per_step, max_steps=len(train) // pairs_per_step,
-                     learning_rate=1e-5, bf16=precision == "bf16", logging_steps=1000, save_strategy="no", report_to=[],
-                     max_length=max_length, dataloader_num_workers=0, disable_tqdm=True)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=char_tokenizer(),
-                         peft_config=lora_config(peft_cfg), callbacks=[timer])
-    return trainer, {"activation_checkpointing": args.gradient_checkpointing, "micro_batch": pairs_per_step,
-                     "accumulation": 1, "share_prompt": False}
+    settings = dict(per_device_train_batch_size=pairs_per_step, gradient_accumulation_steps=1)
+    for lever in levers:
+        settings.update(LEVERS[lever](pairs_per_step))
+    args = DPOConfig(output_dir="/tmp/bench-out", max_steps=len(train) // pairs_per_step, learning_rate=1e-5,
+                     bf16=precision == "bf16", logging_steps=1000, save_strategy="no", report_to=[],
+                     max_length=max_length, dataloader_num_workers=0, disable_tqdm=True, **settings)
+    trainer_kwargs = dict(model=model, args=args, train_dataset=train, processing_class=char_tokenizer(),
+                          peft_config=lora_config(peft_cfg), callbacks=[timer])
+    if "share_prompt" in levers:
+        trainer = RecipeDPOTrainer(**trainer_kwargs, share_prompt=True)
+    else:
+        trainer = DPOTrainer(**trainer_kwargs)
+    return trainer, {"activation_checkpointing": args.gradient_checkpointing,
+                     "micro_batch": args.per_device_train_batch_size, "accumulation": args.gradient_accumulation_steps,
+                     "share_prompt": getattr(trainer, "share_prompt", False)}
 
 
 def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib):
@@ -111,6 +148,7 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
         "model=llama3-8b", f"peft={variant}", "logger=none", "hardware=80gb", f"hardware.memory_gib={budget_gib}",
         "hardware.headroom_gib=0", f"train.per_device_train_batch_size={pairs_per_step}", f"train.max_length={max_length}",
         f"train.max_steps={steps}", "train.learning_rate=1e-5", "train.save_strategy=no", "train.logging_steps=1000",
+        "train.lr_scheduler_type=linear", "train.warmup_steps=0",  # TRL's schedule: every row trains the same steps
         "+train.disable_tqdm=true", f"precision={precision}", output_dir="/tmp/bench-out",
     )
     with open_dict(cfg):
@@ -125,42 +163,75 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
                      "accumulation": cfg.train.gradient_accumulation_steps, "share_prompt": trainer.share_prompt}
 
 
+def check_rows(rows: list[str]) -> None:
+    """Fail before any model loads on a row name the script does not know."""
+    for row in rows:
+        base, *levers = row.split("+")
+        unknown = [lever for lever in levers if lever not in LEVERS]
+        if base not in ("plain", "recipe") or unknown or (base == "recipe" and levers):
+            raise SystemExit(f"--rows: unknown row '{row}'. Rows: plain, recipe, plain+LEVER[+LEVER...] with LEVER "
+                             f"one of {', '.join(LEVERS)}.")
+
+
 def run(row: str, variant: str, steps: int, pairs_per_step: int, prompt_len: int, answer_len: int, shape: dict,
         budget_gib: float) -> dict:
+    """One row, timed; its error instead when it fails (out of memory, a kernel not installed), so others still run."""
+    try:
+        return _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, budget_gib)
+    except Exception as error:  # noqa: BLE001: any failure of one row is reported, and the next row runs
+        return {"row": row, "variant": variant, "error": f"{type(error).__name__}: {error}"[:500]}
+    finally:
+        _free_memory()
+
+
+def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, budget_gib) -> dict:
     cuda = torch.cuda.is_available()
     precision = "bf16" if cuda else "fp32"
     train = pairs(pairs_per_step * steps, prompt_len, answer_len)
     max_length = prompt_len + answer_len + 8
     timer = StepTimer()
-    if row == "plain":
-        trainer, settings = plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer)
+    start_gib = torch.cuda.memory_allocated() / 2**30 if cuda else None  # what earlier rows left behind: ~0
+    setup_start = time.perf_counter()
+    base, *levers = row.split("+")
+    if base == "plain":
+        trainer, settings = plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, levers)
     else:
         trainer, settings = recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib)
+    setup_s = time.perf_counter() - setup_start
     model = trainer.model
     weights_gib = model.get_memory_footprint() / 2**30
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    train_loss = trainer.train().training_loss
     timed = timer.times[2:]  # the first steps compile kernels and warm the allocator
     tokens_per_step = pairs_per_step * 2 * (prompt_len + answer_len)
     seconds = sum(timed) / len(timed)
     result = {
         "row": row, "variant": variant, **settings, "weights_gib": round(weights_gib, 1),
         "linear_4bit_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
-        "s_per_step": round(seconds, 3), "tokens_per_s": round(tokens_per_step / seconds),
+        "setup_s": round(setup_s, 1), "s_per_step": round(seconds, 3), "tokens_per_s": round(tokens_per_step / seconds),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None,
+        "train_loss": round(train_loss, 6),  # the same in every row: levers change the speed, not the training
+        "start_gib": round(start_gib, 1) if cuda else None,
         "mfu": round(8 * LLAMA3_8B_PARAMS * tokens_per_step / seconds / H100_BF16_PEAK, 3),
     }
-    del trainer, model
-    if cuda:
-        torch.cuda.empty_cache()
+    trainer.accelerator.free_memory()  # accelerate keeps the prepared model and optimizer
     return result
+
+
+def format_row(r: dict) -> str:
+    if "error" in r:
+        return f"{r['row']:24} {r['variant']:6} failed: {r['error']}"
+    peak = f"{r['peak_gib']:9.1f}" if r["peak_gib"] is not None else f"{'-':>9}"
+    return (f"{r['row']:24} {r['variant']:6} {r['micro_batch']:>5} x {r['accumulation']:<3} "
+            f"{str(r['activation_checkpointing']):5} {str(r['share_prompt']):6} {r['setup_s']:7.1f} {r['s_per_step']:7.3f} "
+            f"{r['tokens_per_s']:9d} {r['weights_gib']:11.1f} {peak} {r['mfu']:6.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="lora,qlora")
-    parser.add_argument("--rows", default="plain,recipe")
+    parser.add_argument("--rows", default="plain,recipe", help=f"plain, recipe, plain+LEVER; levers: {', '.join(LEVERS)}")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, default=512)
@@ -168,29 +239,35 @@ def main() -> None:
     parser.add_argument("--lora-budget-gib", type=float, default=40, help="the recipe's memory preset for LoRA")
     parser.add_argument("--qlora-budget-gib", type=float, default=10, help="the recipe's memory preset for QLoRA")
     parser.add_argument("--shape", choices=["llama3-8b", "tiny"], default="llama3-8b")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end instead of the table")
+    parser.add_argument("--out", type=Path, help="append each row to this file as a JSON line when it ends")
     args = parser.parse_args()
+    rows, variants = args.rows.split(","), args.variants.split(",")
+    check_rows(rows)
     shape = LLAMA3_8B if args.shape == "llama3-8b" else TINY
     budgets = {"lora": args.lora_budget_gib, "qlora": args.qlora_budget_gib}
-    results = [run(row, variant, args.steps, args.pairs, args.prompt_len, args.answer_len, shape, budgets[variant])
-               for variant in args.variants.split(",") for row in args.rows.split(",")]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    if not args.json:
+        print(f"device: {device}; shape {args.shape}; {args.pairs} pairs x 2 x {args.prompt_len + args.answer_len} "
+              f"tokens/step\n{'row':24} {'variant':6} {'micro x acc':>11} {'ckpt':5} {'shared':6} {'setup s':>7} "
+              f"{'s/step':>7} {'tokens/s':>9} {'weights GiB':>11} {'peak GiB':>9} {'MFU':>6}", flush=True)
+    results = []
+    for variant in variants:
+        for row in rows:
+            result = run(row, variant, args.steps, args.pairs, args.prompt_len, args.answer_len, shape, budgets[variant])
+            results.append(result)
+            if args.out:
+                with args.out.open("a") as out:
+                    out.write(json.dumps({"device": device, "shape": args.shape, **result}) + "\n")
+            if not args.json:
+                print(format_row(result), flush=True)
     if args.json:
         print(json.dumps({"device": device, "shape": args.shape, "results": results}))
         return
-    print(f"device: {device}; shape {args.shape}; {args.pairs} pairs x 2 x {args.prompt_len + args.answer_len} tokens/step")
-    print(f"{'row':7} {'variant':8} {'micro x acc':>11} {'ckpt':5} {'shared':6} {'s/step':>7} {'tokens/s':>9} "
-          f"{'weights GiB':>11} {'peak GiB':>9} {'MFU':>6}")
-    for r in results:
-        peak = f"{r['peak_gib']:9.1f}" if r["peak_gib"] is not None else f"{'-':>9}"
-        print(f"{r['row']:7} {r['variant']:8} {r['micro_batch']:>5} x {r['accumulation']:<3} "
-              f"{str(r['activation_checkpointing']):5} {str(r['share_prompt']):6} {r['s_per_step']:7.3f} "
-              f"{r['tokens_per_s']:9d} {r['weights_gib']:11.1f} {peak} {r['mfu']:6.3f}")
-    by_key = {(r["row"], r["variant"]): r for r in results}
-    for variant in args.variants.split(","):
-        plain, recipe = by_key.get(("plain", variant)), by_key.get(("recipe", variant))
-        if plain and recipe:
-            print(f"{variant}: recipe / plain TRL = {recipe['tokens_per_s'] / plain['tokens_per_s']:.2f}x tokens/s")
+    timed = {(r["row"], r["variant"]): r["tokens_per_s"] for r in results if "error" not in r}
+    for (row, variant), tokens_per_s in timed.items():
+        if row != "plain" and ("plain", variant) in timed:
+            print(f"{variant}: {row} / plain TRL = {tokens_per_s / timed['plain', variant]:.2f}x tokens/s")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,77 @@
-"""bench/gpu_dpo.py on a CPU with the tiny shape: the plain-TRL and recipe rows, and what each row ran with."""
+"""bench/gpu_dpo.py on a CPU with the tiny shape: the plain-TRL, recipe and lever rows, what each ran with, and
+that every row trains the same steps (the same loss) whatever it changes for speed."""
 
+import gc
+import importlib.util
 import json
-import subprocess
 import sys
+
+import pytest
+from transformers import PreTrainedModel
 
 from tests.conftest import REPO
 
+TINY_ARGS = ["--shape", "tiny", "--variants", "lora", "--steps", "3", "--prompt-len", "16", "--answer-len", "16"]
 
-def test_plain_and_recipe_rows_with_their_settings():
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu_dpo.py"), "--shape", "tiny", "--variants", "lora", "--steps", "3",
-         "--prompt-len", "16", "--answer-len", "16", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=True)
-    rows = {r["row"]: r for r in json.loads(result.stdout.splitlines()[-1])["results"]}
-    plain, recipe = rows["plain"], rows["recipe"]
-    assert plain["activation_checkpointing"] and not plain["share_prompt"]  # TRL's defaults
-    # The recipe: shared-prompt rows, and the preset's choice for a tiny model in 40 GiB: no checkpointing, 4 x 1.
-    assert recipe["share_prompt"] and not recipe["activation_checkpointing"]
-    assert (recipe["micro_batch"], recipe["accumulation"]) == (4, 1)
-    for row in (plain, recipe):
-        assert row["tokens_per_s"] > 0 and row["s_per_step"] > 0 and row["peak_gib"] is None
+
+@pytest.fixture(scope="module")
+def gpu_bench():
+    spec = importlib.util.spec_from_file_location("gpu_dpo", REPO / "bench" / "gpu_dpo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rows.jsonl"
+    names = ["plain", "recipe", "plain+no_ckpt", "plain+micro1", "plain+share_prompt", "plain+ref_precomputed",
+             "plain+liger", "plain+share_prompt+micro1+no_ckpt"]
+    monkeypatch.setattr(sys, "argv", ["gpu_dpo.py", *TINY_ARGS, "--rows", ",".join(names), "--out", str(out)])
+    gpu_bench.main()
+    printed = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["row"] for line in lines] == names  # one line per row, written as each ends
+    rows = {line["row"]: line for line in lines}
+    # Liger needs Triton: on a CPU its row fails, says why, and the rows after it still run.
+    assert "liger" in rows["plain+liger"]["error"].lower()
+    assert "plain+liger" in printed and "failed" in printed
+    settings = {name: (r["activation_checkpointing"], r["micro_batch"], r["accumulation"], r["share_prompt"])
+                for name, r in rows.items() if "error" not in r}
+    assert settings == {
+        "plain": (True, 4, 1, False),  # TRL's defaults
+        # The recipe: shared-prompt rows, and the preset's choice for a tiny model in 40 GiB: 4 x 1, no checkpointing.
+        "recipe": (False, 4, 1, True),
+        "plain+no_ckpt": (False, 4, 1, False),
+        "plain+micro1": (True, 1, 4, False),
+        "plain+share_prompt": (True, 4, 1, True),
+        "plain+ref_precomputed": (True, 4, 1, False),
+        "plain+share_prompt+micro1+no_ckpt": (False, 1, 4, True),
+    }
+    plain = rows["plain"]
+    for name in settings:
+        row = rows[name]
+        assert row["tokens_per_s"] > 0 and row["s_per_step"] > 0 and row["peak_gib"] is None, name
+        assert row["train_loss"] == pytest.approx(plain["train_loss"], abs=1e-5), name  # levers change speed only
+    assert "lora: recipe / plain TRL = " in printed and "lora: plain+no_ckpt / plain TRL = " in printed
+
+
+def test_an_unknown_row_fails_before_any_model_loads(gpu_bench):
+    with pytest.raises(SystemExit, match=r"plain\+fast.*no_ckpt"):  # names the bad row and the levers there are
+        gpu_bench.check_rows(["plain", "plain+fast"])
+    with pytest.raises(SystemExit, match=r"recipe\+no_ckpt"):  # levers go on plain TRL only
+        gpu_bench.check_rows(["recipe+no_ckpt"])
+
+
+def test_rows_release_their_model(gpu_bench):
+    """Each row loads its own 8B model: one left behind by an earlier row would run the next out of GPU memory."""
+
+    def live_models() -> int:
+        gc.collect()
+        return sum(isinstance(o, PreTrainedModel) for o in gc.get_objects())
+
+    before = live_models()
+    for row in ("plain", "recipe", "plain+liger"):  # the last fails: its model must go too
+        result = gpu_bench.run(row, "lora", steps=3, pairs_per_step=4, prompt_len=8, answer_len=8,
+                               shape=gpu_bench.TINY, budget_gib=40)
+        assert ("error" in result) == (row == "plain+liger"), result
+        assert live_models() == before, row
