@@ -30,6 +30,7 @@ import yaml
 from datasets import Dataset
 from omegaconf import OmegaConf, open_dict
 from transformers import TrainerCallback
+from transformers.modeling_layers import GradientCheckpointingLayer
 from trl import DPOConfig, DPOTrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,10 +49,12 @@ TINY = {**LLAMA3_8B, "vocab_size": 128, "hidden_size": 64, "intermediate_size": 
         "num_attention_heads": 4, "num_key_value_heads": 2}
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM
 
-# One change each to plain TRL, as a function of the pairs per step. share_prompt is not a DPOConfig field: it
-# swaps DPOTrainer for the recipe's RecipeDPOTrainer with shared-prompt rows (on a CPU, also the recipe's LM head).
+# One change each to plain TRL, as DPOConfig fields for a number of pairs per step. Two need more than a field:
+# share_prompt swaps DPOTrainer for the recipe's RecipeDPOTrainer with shared-prompt rows (on a CPU, also the
+# recipe's LM head); ckpt_half keeps checkpointing on every other decoder layer only (SelectiveCheckpointing).
 LEVERS = {
     "no_ckpt": lambda pairs: {"gradient_checkpointing": False},
+    "ckpt_half": lambda pairs: {"gradient_checkpointing": True},
     "micro1": lambda pairs: {"per_device_train_batch_size": 1, "gradient_accumulation_steps": pairs},
     "share_prompt": lambda pairs: {},
     "ref_precomputed": lambda pairs: {"precompute_ref_log_probs": True},
@@ -60,13 +63,26 @@ LEVERS = {
 }
 
 
+class SelectiveCheckpointing(TrainerCallback):
+    """Activation checkpointing on every other decoder layer: about half the recomputation for half the memory
+    saved. The Trainer turns it on for every layer when training begins; this runs right after."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        for layer in layers[1::2]:
+            layer.gradient_checkpointing = False
+
+
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step, all its micro-batches included: from one step's end to the next's."""
+    """Wall time of each optimizer step, all its micro-batches included: from one step's end to the next's. Also
+    counts the decoder layers that train with activation checkpointing."""
 
     def __init__(self):
         self.times = []
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        self.checkpointed_layers = f"{sum(layer.gradient_checkpointing for layer in layers)}/{len(layers)}"
         _sync()
         self._last = time.perf_counter()
 
@@ -127,14 +143,14 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
     args = DPOConfig(output_dir="/tmp/bench-out", max_steps=len(train) // pairs_per_step, learning_rate=1e-5,
                      bf16=precision == "bf16", logging_steps=1000, save_strategy="no", report_to=[],
                      max_length=max_length, dataloader_num_workers=0, disable_tqdm=True, **settings)
+    callbacks = ([SelectiveCheckpointing()] if "ckpt_half" in levers else []) + [timer]  # timer last: it counts
     trainer_kwargs = dict(model=model, args=args, train_dataset=train, processing_class=char_tokenizer(),
-                          peft_config=lora_config(peft_cfg), callbacks=[timer])
+                          peft_config=lora_config(peft_cfg), callbacks=callbacks)
     if "share_prompt" in levers:
         trainer = RecipeDPOTrainer(**trainer_kwargs, share_prompt=True)
     else:
         trainer = DPOTrainer(**trainer_kwargs)
-    return trainer, {"activation_checkpointing": args.gradient_checkpointing,
-                     "micro_batch": args.per_device_train_batch_size, "accumulation": args.gradient_accumulation_steps,
+    return trainer, {"micro_batch": args.per_device_train_batch_size, "accumulation": args.gradient_accumulation_steps,
                      "share_prompt": getattr(trainer, "share_prompt", False)}
 
 
@@ -158,8 +174,7 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
     model, _ = load_random_model(variant, shape, precision)
     trainer = recipe.build_trainer(cfg, model=model, ref_model=None, tokenizer=char_tokenizer(), train_dataset=train,
                                    eval_dataset=None, peft_config=lora_config(cfg.peft), callbacks=[timer])
-    return trainer, {"activation_checkpointing": cfg.train.activation_checkpointing,
-                     "micro_batch": cfg.train.per_device_train_batch_size,
+    return trainer, {"micro_batch": cfg.train.per_device_train_batch_size,
                      "accumulation": cfg.train.gradient_accumulation_steps, "share_prompt": trainer.share_prompt}
 
 
@@ -207,7 +222,8 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
     tokens_per_step = pairs_per_step * 2 * (prompt_len + answer_len)
     seconds = sum(timed) / len(timed)
     result = {
-        "row": row, "variant": variant, **settings, "weights_gib": round(weights_gib, 1),
+        "row": row, "variant": variant, **settings, "checkpointed_layers": timer.checkpointed_layers,
+        "weights_gib": round(weights_gib, 1),
         "linear_4bit_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
         "setup_s": round(setup_s, 1), "s_per_step": round(seconds, 3), "tokens_per_s": round(tokens_per_step / seconds),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None,
@@ -224,7 +240,7 @@ def format_row(r: dict) -> str:
         return f"{r['row']:24} {r['variant']:6} failed: {r['error']}"
     peak = f"{r['peak_gib']:9.1f}" if r["peak_gib"] is not None else f"{'-':>9}"
     return (f"{r['row']:24} {r['variant']:6} {r['micro_batch']:>5} x {r['accumulation']:<3} "
-            f"{str(r['activation_checkpointing']):5} {str(r['share_prompt']):6} {r['setup_s']:7.1f} {r['s_per_step']:7.3f} "
+            f"{r['checkpointed_layers']:>5} {str(r['share_prompt']):6} {r['setup_s']:7.1f} {r['s_per_step']:7.3f} "
             f"{r['tokens_per_s']:9d} {r['weights_gib']:11.1f} {peak} {r['mfu']:6.3f}")
 
 

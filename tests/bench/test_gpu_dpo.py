@@ -24,8 +24,8 @@ def gpu_bench():
 
 def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, monkeypatch, capsys):
     out = tmp_path / "rows.jsonl"
-    names = ["plain", "recipe", "plain+no_ckpt", "plain+micro1", "plain+share_prompt", "plain+ref_precomputed",
-             "plain+liger", "plain+share_prompt+micro1+no_ckpt"]
+    names = ["plain", "recipe", "plain+no_ckpt", "plain+ckpt_half", "plain+micro1", "plain+share_prompt",
+             "plain+ref_precomputed", "plain+liger", "plain+share_prompt+micro1+no_ckpt"]
     monkeypatch.setattr(sys, "argv", ["gpu_dpo.py", *TINY_ARGS, "--rows", ",".join(names), "--out", str(out)])
     gpu_bench.main()
     printed = capsys.readouterr().out
@@ -35,17 +35,19 @@ def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, mon
     # Liger needs Triton: on a CPU its row fails, says why, and the rows after it still run.
     assert "liger" in rows["plain+liger"]["error"].lower()
     assert "plain+liger" in printed and "failed" in printed
-    settings = {name: (r["activation_checkpointing"], r["micro_batch"], r["accumulation"], r["share_prompt"])
+    # (decoder layers trained with checkpointing, as the trainer set them; micro-batch; accumulation; shared rows)
+    settings = {name: (r["checkpointed_layers"], r["micro_batch"], r["accumulation"], r["share_prompt"])
                 for name, r in rows.items() if "error" not in r}
     assert settings == {
-        "plain": (True, 4, 1, False),  # TRL's defaults
+        "plain": ("2/2", 4, 1, False),  # TRL's defaults
         # The recipe: shared-prompt rows, and the preset's choice for a tiny model in 40 GiB: 4 x 1, no checkpointing.
-        "recipe": (False, 4, 1, True),
-        "plain+no_ckpt": (False, 4, 1, False),
-        "plain+micro1": (True, 1, 4, False),
-        "plain+share_prompt": (True, 4, 1, True),
-        "plain+ref_precomputed": (True, 4, 1, False),
-        "plain+share_prompt+micro1+no_ckpt": (False, 1, 4, True),
+        "recipe": ("0/2", 4, 1, True),
+        "plain+no_ckpt": ("0/2", 4, 1, False),
+        "plain+ckpt_half": ("1/2", 4, 1, False),
+        "plain+micro1": ("2/2", 1, 4, False),
+        "plain+share_prompt": ("2/2", 4, 1, True),
+        "plain+ref_precomputed": ("2/2", 4, 1, False),
+        "plain+share_prompt+micro1+no_ckpt": ("0/2", 1, 4, True),
     }
     plain = rows["plain"]
     for name in settings:
