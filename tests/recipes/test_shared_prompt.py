@@ -23,6 +23,9 @@ COMPLETION = torch.tensor([[0, 0, 0, 1, 1, 0, 0],
                            [0, 0, 0, 1, 1, 1, 1],
                            [0, 0, 1, 1, 0, 0, 0]])
 ATTENTION = (IDS != 0).long()
+# On a GPU machine `pytest tests/recipes/test_shared_prompt.py -k cuda` checks the rows on CUDA's attention kernels
+# (sdpa takes its memory-efficient kernel for a custom mask, not the flash one).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 
 
 def batch(ids=IDS, attention=ATTENTION, completion=COMPLETION) -> dict:
@@ -67,20 +70,22 @@ def test_batches_that_are_not_shared_prompt_pairs_keep_trls_layout(case):
     assert shared_prompt.share_prompts(ids, attention, completion) is None
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_backbone_gives_the_same_hidden_states_at_every_real_position(attention, precision):
+def test_backbone_gives_the_same_hidden_states_at_every_real_position(attention, precision, device):
     cfg = compose_config(*TINY)
-    model = load_model(cfg.model, precision, seed=0)
+    model = load_model(cfg.model, precision, seed=0).to(device)
     model.set_attn_implementation(attention)
+    ids, attention_mask = IDS.to(device), ATTENTION.to(device)
     with torch.no_grad():
-        plain = model.model(input_ids=IDS, attention_mask=ATTENTION).last_hidden_state
+        plain = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
         assert shared_prompt.add_shared_prompt_backbone(model)
-        with shared_prompt.shared_prompt_rows(batch()) as rows:
-            shared = model.model(input_ids=IDS, attention_mask=ATTENTION).last_hidden_state
-        outside = model.model(input_ids=IDS, attention_mask=ATTENTION).last_hidden_state
+        with shared_prompt.shared_prompt_rows(batch(ids, attention_mask, COMPLETION.to(device))) as rows:
+            shared = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+        outside = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
     assert rows is not None
-    real = ATTENTION.bool()
+    real = attention_mask.bool()
     tolerance = 1e-5 if precision == "fp32" else 2e-2  # bf16: the rows differ in shape, so in rounding
     torch.testing.assert_close(shared[real], plain[real], rtol=tolerance, atol=tolerance)
     assert torch.equal(outside, plain)  # outside the context the backbone is untouched
