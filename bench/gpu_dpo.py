@@ -6,7 +6,7 @@ Run on a GPU machine: `python bench/gpu_dpo.py --variants lora,qlora --steps 8` 
   recipe  recipes.dpo.build_trainer on the composed config: shared-prompt rows, and micro-batch, accumulation and
           checkpointing picked by a memory preset (`--lora-budget-gib`, `--qlora-budget-gib`), 4 pairs per step
   plain+LEVER[+LEVER]  plain TRL with one lever (or several) of LEVERS, to measure each on its own:
-          `--rows plain,plain+no_ckpt,plain+share_prompt,recipe`
+          `--rows plain,plain+no_ckpt,plain+share_prompt,recipe`; recipe+LEVER adds one the recipe lacks (RECIPE_LEVERS)
 Prints s/step, tokens/s, peak GPU memory and MFU; `--json` prints one object, `--out FILE` appends each row as a
 JSON line as soon as it ends (a run cut short keeps its finished rows). A row that fails (out of memory, a kernel
 not installed) prints its error and the next row runs. tokens/s counts the tokens of the pairs (2 x prompt+answer
@@ -60,6 +60,13 @@ LEVERS = {
     "ref_precomputed": lambda pairs: {"precompute_ref_log_probs": True},
     "liger": lambda pairs: {"use_liger_kernel": True},  # needs liger-kernel and Triton (GPU)
     "compile": lambda pairs: {"torch_compile": True},
+}
+TRL_SWITCHES = ("precompute_ref_log_probs", "use_liger_kernel", "torch_compile")  # reported as each row trained
+# The levers the recipe does not use yet, as its config overrides: `recipe+ref_precomputed` and the like.
+RECIPE_LEVERS = {
+    "ref_precomputed": ["ref=precomputed"],
+    "liger": ["+train.use_liger_kernel=true"],
+    "compile": ["+train.torch_compile=true"],
 }
 
 
@@ -154,7 +161,7 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
                      "share_prompt": getattr(trainer, "share_prompt", False)}
 
 
-def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib):
+def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib, levers=()):
     from recipes import load_recipe
     from recipes.config import compose_config
     from recipes.memory import fit_hardware
@@ -165,7 +172,8 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
         "hardware.headroom_gib=0", f"train.per_device_train_batch_size={pairs_per_step}", f"train.max_length={max_length}",
         f"train.max_steps={steps}", "train.learning_rate=1e-5", "train.save_strategy=no", "train.logging_steps=1000",
         "train.lr_scheduler_type=linear", "train.warmup_steps=0",  # TRL's schedule: every row trains the same steps
-        "+train.disable_tqdm=true", f"precision={precision}", output_dir="/tmp/bench-out",
+        "+train.disable_tqdm=true", f"precision={precision}", *(o for lever in levers for o in RECIPE_LEVERS[lever]),
+        output_dir="/tmp/bench-out",
     )
     with open_dict(cfg):
         cfg.model.shape = {k: shape[k] for k in cfg.model.shape}  # --shape tiny: the estimate of the tiny shape
@@ -182,10 +190,10 @@ def check_rows(rows: list[str]) -> None:
     """Fail before any model loads on a row name the script does not know."""
     for row in rows:
         base, *levers = row.split("+")
-        unknown = [lever for lever in levers if lever not in LEVERS]
-        if base not in ("plain", "recipe") or unknown or (base == "recipe" and levers):
-            raise SystemExit(f"--rows: unknown row '{row}'. Rows: plain, recipe, plain+LEVER[+LEVER...] with LEVER "
-                             f"one of {', '.join(LEVERS)}.")
+        known = {"plain": LEVERS, "recipe": RECIPE_LEVERS}.get(base, {})
+        if base not in ("plain", "recipe") or any(lever not in known for lever in levers):
+            raise SystemExit(f"--rows: unknown row '{row}'. Rows: plain, recipe, plain+LEVER[+LEVER...] with LEVER one "
+                             f"of {', '.join(LEVERS)}; recipe+LEVER with one of {', '.join(RECIPE_LEVERS)}.")
 
 
 def run(row: str, variant: str, steps: int, pairs_per_step: int, prompt_len: int, answer_len: int, shape: dict,
@@ -211,7 +219,8 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
     if base == "plain":
         trainer, settings = plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, levers)
     else:
-        trainer, settings = recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib)
+        trainer, settings = recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib,
+                                           levers)
     setup_s = time.perf_counter() - setup_start
     model = trainer.model
     weights_gib = model.get_memory_footprint() / 2**30
@@ -223,6 +232,7 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
     seconds = sum(timed) / len(timed)
     result = {
         "row": row, "variant": variant, **settings, "checkpointed_layers": timer.checkpointed_layers,
+        "trl_switches": [field for field in TRL_SWITCHES if getattr(trainer.args, field)],
         "weights_gib": round(weights_gib, 1),
         "linear_4bit_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
         "setup_s": round(setup_s, 1), "s_per_step": round(seconds, 3), "tokens_per_s": round(tokens_per_step / seconds),

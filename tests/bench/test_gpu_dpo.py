@@ -25,7 +25,7 @@ def gpu_bench():
 def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, monkeypatch, capsys):
     out = tmp_path / "rows.jsonl"
     names = ["plain", "recipe", "plain+no_ckpt", "plain+ckpt_half", "plain+micro1", "plain+share_prompt",
-             "plain+ref_precomputed", "plain+liger", "plain+share_prompt+micro1+no_ckpt"]
+             "plain+ref_precomputed", "plain+liger", "plain+share_prompt+micro1+no_ckpt", "recipe+ref_precomputed"]
     monkeypatch.setattr(sys, "argv", ["gpu_dpo.py", *TINY_ARGS, "--rows", ",".join(names), "--out", str(out)])
     gpu_bench.main()
     printed = capsys.readouterr().out
@@ -48,7 +48,10 @@ def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, mon
         "plain+share_prompt": ("2/2", 4, 1, True),
         "plain+ref_precomputed": ("2/2", 4, 1, False),
         "plain+share_prompt+micro1+no_ckpt": ("0/2", 1, 4, True),
+        "recipe+ref_precomputed": ("0/2", 4, 1, True),
     }
+    switched_on = {name: r["trl_switches"] for name, r in rows.items() if r.get("trl_switches")}
+    assert switched_on == {name: ["precompute_ref_log_probs"] for name in ("plain+ref_precomputed", "recipe+ref_precomputed")}
     plain = rows["plain"]
     for name in settings:
         row = rows[name]
@@ -60,8 +63,9 @@ def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, mon
 def test_an_unknown_row_fails_before_any_model_loads(gpu_bench):
     with pytest.raises(SystemExit, match=r"plain\+fast.*no_ckpt"):  # names the bad row and the levers there are
         gpu_bench.check_rows(["plain", "plain+fast"])
-    with pytest.raises(SystemExit, match=r"recipe\+no_ckpt"):  # levers go on plain TRL only
+    with pytest.raises(SystemExit, match=r"recipe\+no_ckpt"):  # the recipe's preset owns checkpointing
         gpu_bench.check_rows(["recipe+no_ckpt"])
+    gpu_bench.check_rows(["plain+share_prompt+no_ckpt", "recipe+ref_precomputed", "recipe+liger"])
 
 
 def test_rows_release_their_model(gpu_bench):
