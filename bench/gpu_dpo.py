@@ -70,13 +70,16 @@ RECIPE_LEVERS = {
 }
 
 
+def decoder_layers(model) -> list[GradientCheckpointingLayer]:
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
 class SelectiveCheckpointing(TrainerCallback):
     """Activation checkpointing on every other decoder layer: about half the recomputation for half the memory
     saved. The Trainer turns it on for every layer when training begins; this runs right after."""
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-        for layer in layers[1::2]:
+        for layer in decoder_layers(model)[1::2]:
             layer.gradient_checkpointing = False
 
 
@@ -88,7 +91,7 @@ class StepTimer(TrainerCallback):
         self.times = []
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        layers = decoder_layers(model)
         self.checkpointed_layers = f"{sum(layer.gradient_checkpointing for layer in layers)}/{len(layers)}"
         _sync()
         self._last = time.perf_counter()
@@ -121,7 +124,8 @@ def load_random_model(variant: str, shape: dict, precision: str):
     cuda = torch.cuda.is_available()
     peft_cfg = OmegaConf.create(yaml.safe_load((REPO / "conf" / "peft" / f"{variant}.yaml").read_text()))
     quantization = quantization_config(peft_cfg, precision)
-    folder = _saved_models.get(json.dumps(shape, sort_keys=True))
+    key = json.dumps(shape, sort_keys=True)
+    folder = _saved_models.get(key)
     if quantization is None or folder is None:
         with torch.device("cuda" if cuda else "cpu"):  # random init on the GPU takes seconds, on the CPU minutes
             model = load_model(OmegaConf.create({"name": "llama3-8b-shape", "init_config": shape}), precision)
@@ -129,7 +133,7 @@ def load_random_model(variant: str, shape: dict, precision: str):
             return model, peft_cfg
         folder = Path(f"/tmp/bench-random-model-{len(_saved_models)}")
         model.save_pretrained(folder)
-        _saved_models[json.dumps(shape, sort_keys=True)] = folder
+        _saved_models[key] = folder
         del model
         _free_memory()
     model = load_model(OmegaConf.create({"name": "saved", "path": str(folder)}), precision, quantization)
@@ -190,8 +194,8 @@ def check_rows(rows: list[str]) -> None:
     """Fail before any model loads on a row name the script does not know."""
     for row in rows:
         base, *levers = row.split("+")
-        known = {"plain": LEVERS, "recipe": RECIPE_LEVERS}.get(base, {})
-        if base not in ("plain", "recipe") or any(lever not in known for lever in levers):
+        known = {"plain": LEVERS, "recipe": RECIPE_LEVERS}.get(base)
+        if known is None or any(lever not in known for lever in levers):
             raise SystemExit(f"--rows: unknown row '{row}'. Rows: plain, recipe, plain+LEVER[+LEVER...] with LEVER one "
                              f"of {', '.join(LEVERS)}; recipe+LEVER with one of {', '.join(RECIPE_LEVERS)}.")
 

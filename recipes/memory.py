@@ -297,8 +297,8 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
     return value
 
 
-def setup_of(cfg: DictConfig, recipe: ModuleType, precision: str) -> Setup:
-    """The model, adapters, reference and method of the composed config, as the estimate sees them."""
+def setup_of(cfg: DictConfig, recipe: ModuleType, precision: str, reference: str) -> Setup:
+    """The model, adapters, reference (from _reference) and method of the composed config, as the estimate sees them."""
     if not cfg.train.get("max_length"):
         raise RecipeError("train.max_length is not set: the memory estimate needs the tokens per row.")
     targets = cfg.peft.get("target_modules", "all-linear")
@@ -307,7 +307,7 @@ def setup_of(cfg: DictConfig, recipe: ModuleType, precision: str) -> Setup:
     return Setup(
         shape=model_shape(cfg.model), precision=precision, peft=cfg.peft.name, lora_r=cfg.peft.get("r", 0) or 0,
         adapted=tuple(n for n in LINEARS if isinstance(targets, str) or n in targets),  # a regex string: assume all
-        reference=_reference(cfg, recipe)[0], rows_per_example=2 if recipe.DATA_FORMAT == "paired" else 1,
+        reference=reference, rows_per_example=2 if recipe.DATA_FORMAT == "paired" else 1,
         max_length=int(cfg.train.max_length),
         fused_head=any(isinstance(v, type) and issubclass(v, (DPOTrainer, KTOTrainer)) for v in vars(recipe).values()),
     )
@@ -325,7 +325,8 @@ def plan(cfg: DictConfig, recipe: ModuleType) -> Plan:
             raise RecipeError(f"hardware={hardware}: memory_gib must exceed headroom_gib (conf/hardware/).")
     # A preset plans a GPU run, wherever the plan is made: precision=auto is then bf16 (fp16 has the same size).
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if budget else pick_precision("auto"))
-    setup = setup_of(cfg, recipe, precision)
+    reference, reference_why = _reference(cfg, recipe)
+    setup = setup_of(cfg, recipe, precision, reference)
     micro = _positive_int(cfg, "per_device_train_batch_size")
     accumulation = _positive_int(cfg, "gradient_accumulation_steps")
     checkpointing = bool(cfg.train.get("activation_checkpointing"))
@@ -337,7 +338,7 @@ def plan(cfg: DictConfig, recipe: ModuleType) -> Plan:
              f"parameters), peft={cfg.peft.name}{f' r{setup.lora_r}' if setup.peft != 'none' else ''}, "
              f"{precision}{where}, max_length {setup.max_length}")
     return Plan(
-        setup=setup, title=title, reference_why=_reference(cfg, recipe)[1], hardware=hardware, budget_gib=budget,
+        setup=setup, title=title, reference_why=reference_why, hardware=hardware, budget_gib=budget,
         headroom_gib=headroom, effective_batch=micro * accumulation, smallest=smallest,
         configured=Choice(micro, accumulation, checkpointing, estimate(setup, micro, checkpointing)),
         choice=pick(setup, micro * accumulation, budget, smallest) if budget else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -30,6 +31,15 @@ FAST = ["model=tiny-random", "logger=none", "train.max_steps=4", "dataset.num_tr
 def compose_config(*overrides: str):
     """The real config as the launcher sees it (hydra: interpolations resolve to a scratch run directory)."""
     return recipes_config.compose_config(*overrides, output_dir=tempfile.mkdtemp(prefix="run-"))
+
+
+def load_script(relative_path: str):
+    """A script of the repository (scripts/, bench/) imported as a module, to call its functions in-process."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_train(*overrides: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

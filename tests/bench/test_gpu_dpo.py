@@ -2,24 +2,20 @@
 that every row trains the same steps (the same loss) whatever it changes for speed."""
 
 import gc
-import importlib.util
 import json
 import sys
 
 import pytest
 from transformers import PreTrainedModel
 
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 TINY_ARGS = ["--shape", "tiny", "--variants", "lora", "--steps", "3", "--prompt-len", "16", "--answer-len", "16"]
 
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    spec = importlib.util.spec_from_file_location("gpu_dpo", REPO / "bench" / "gpu_dpo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/gpu_dpo.py")
 
 
 def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, monkeypatch, capsys):

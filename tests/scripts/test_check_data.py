@@ -1,17 +1,14 @@
 """scripts/check_data.py: the same Hydra overrides as train.py, the tokenizer only, a table or one JSON object."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 from recipes.data import builtin
 from recipes.data.report import BOUNDARY_MARK
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 
-spec = importlib.util.spec_from_file_location("check_data", REPO / "scripts" / "check_data.py")
-check_data = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(check_data)
+check_data = load_script("scripts/check_data.py")
 
 
 def test_json_report_on_builtin_data_with_the_tiny_model(capsys):

@@ -2,12 +2,11 @@
 runs' own (eval.json, metrics.json). Also checks what scripts/train.py leaves after training: eval.json and the
 before/after table in train.log."""
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_script
 from tests.scripts.compared_runs import METHODS, OVERRIDES, compared_runs
 
 HEADER = ["method", "beta", "status", "pass rate before", "pass rate after", "reward accuracy", "KL to reference",
@@ -67,9 +66,7 @@ def test_train_py_writes_eval_json_and_prints_before_and_after():
 
 
 def test_unknown_method_is_refused_before_training(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("compare_methods_script", REPO / "scripts" / "compare_methods.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/compare_methods.py")
     assert script.main(["--methods", "dpo,ppo", "--out", str(tmp_path / "out")]) == 2
     assert "--methods: unknown ppo; choose from dpo, dpo+sft, ipo, kto, orpo" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -1,26 +1,17 @@
 """scripts/evaluate.py on run directories as train.py leaves them (tiny model, LoRA adapter moved off zero)."""
 
-import importlib.util
 import json
 
-from tests.conftest import REPO
+from tests.conftest import load_script
 from tests.recipes.test_evaluation import fake_lora_run
 
-SCRIPT = REPO / "scripts" / "evaluate.py"
 QUICK = ["eval_generation.max_prompts=6", "eval_generation.max_new_tokens=6", "dataset.num_eval=8"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_json_output_equals_eval_json_and_wandb_gets_an_eval_run(tmp_path, capsys):
     run = tmp_path / "run"
     fake_lora_run(run, *QUICK, "logger=wandb")
-    assert load_script().main([str(run), "--json"]) == 0
+    assert load_script("scripts/evaluate.py").main([str(run), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     assert printed == json.loads((run / "eval.json").read_text())
     assert printed["written_by"] == "scripts/evaluate.py" and printed["method"] == "dpo"
@@ -41,7 +32,7 @@ def test_existing_eval_json_is_kept_unless_forced_and_the_table_reports_samples(
     run = tmp_path / "run"
     fake_lora_run(run, *QUICK)
     (run / "eval.json").write_text('{"mine": 1}')
-    evaluate = load_script()
+    evaluate = load_script("scripts/evaluate.py")
 
     assert evaluate.main([str(run)]) == 2
     assert "eval.json exists: pass --force" in capsys.readouterr().err
@@ -57,5 +48,5 @@ def test_existing_eval_json_is_kept_unless_forced_and_the_table_reports_samples(
 
 
 def test_a_folder_without_a_run_is_a_clear_error(tmp_path, capsys):
-    assert load_script().main([str(tmp_path)]) == 2
+    assert load_script("scripts/evaluate.py").main([str(tmp_path)]) == 2
     assert f"{tmp_path} is not a run directory: no config.yaml" in capsys.readouterr().err

@@ -1,24 +1,16 @@
 """The Optuna search end to end on the tiny model, and the value scripts/train.py hands a sweeper."""
 
-import importlib.util
 import math
 
 import pytest
 import yaml
 
 from recipes.errors import RecipeError
-from tests.conftest import FAST, REPO, read_run, run_train
-
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import FAST, load_script, read_run, run_train
 
 
 def test_sweep_objective_returns_the_named_metric_or_names_what_exists():
-    sweep_objective = load_train_script().sweep_objective
+    sweep_objective = load_script("scripts/train.py").sweep_objective
     metrics = {"method": "kto", "eval_loss": 0.4, "eval_kl": 0.02, "status": "completed"}
     assert sweep_objective(metrics, "eval_loss") == 0.4
     with pytest.raises(RecipeError, match=r"optimized_metric=eval_rewards/accuracies: .* reports eval_kl, eval_loss"):

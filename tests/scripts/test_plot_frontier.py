@@ -5,19 +5,10 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 from tests.scripts.compared_runs import METHODS, compared_runs
 
 SCRIPT = REPO / "scripts" / "plot_frontier.py"
-
-
-def load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("plot_frontier_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_frontier_plot_and_csv_hold_each_runs_eval_json_values():
@@ -58,7 +49,7 @@ def test_seeds_of_one_beta_make_one_point_with_mean_and_standard_error(tmp_path)
             (0.5, 1, 3.0, 0.0625), (0.5, 2, 4.0, 0.0)]
     for num, (beta, seed, kl, rate) in enumerate(jobs):
         write_run(tmp_path / str(num), "dpo", beta, seed, kl, rate)
-    assert load_script().main([str(tmp_path)]) == 0
+    assert load_script("scripts/plot_frontier.py").main([str(tmp_path)]) == 0
     with (tmp_path / "frontier.csv").open() as f:
         rows = {row["beta"]: row for row in csv.DictReader(f)}
     assert sorted(rows) == ["0.01", "0.5"]
@@ -78,7 +69,7 @@ def test_runs_are_grouped_by_method_as_well_as_beta(tmp_path):
     write_run(tmp_path / "0", "dpo", 0.1, 1, 5.0, 0.1)
     write_run(tmp_path / "1", "ipo", 0.1, 1, 6.0, 0.2)
     write_run(tmp_path / "2", "dpo", 0.1, 2, 7.0, 0.3)
-    points = load_script().group_points(load_script().read_points(tmp_path))
+    points = load_script("scripts/plot_frontier.py").group_points(load_script("scripts/plot_frontier.py").read_points(tmp_path))
     assert [(p["method"], p["n"], p["runs"]) for p in points] == [("dpo", 2, ["0", "2"]), ("ipo", 1, ["1"])]
     assert points[1]["kl_se"] is None and points[1]["pass_rate_se"] is None
 
@@ -86,18 +77,18 @@ def test_runs_are_grouped_by_method_as_well_as_beta(tmp_path):
 def test_frontier_keeps_the_runs_nothing_beats_on_both_axes():
     points = [{"kl": 0.5, "pass_rate": 0.2}, {"kl": 1.0, "pass_rate": 0.6}, {"kl": 2.0, "pass_rate": 0.5},
               {"kl": 0.5, "pass_rate": 0.1}, {"kl": 3.0, "pass_rate": 0.9}]
-    load_script().mark_frontier(points)
+    load_script("scripts/plot_frontier.py").mark_frontier(points)
     assert [p["on_frontier"] for p in points] == [True, True, False, False, True]
 
 
 def test_dpo_with_an_sft_term_is_labelled_as_such(tmp_path):
     (tmp_path / "config.yaml").write_text("method:\n  name: dpo\n  loss_type: [sigmoid, sft]\n")
-    assert load_script().method_label(tmp_path, {"method": "dpo"}) == "dpo+sft"
+    assert load_script("scripts/plot_frontier.py").method_label(tmp_path, {"method": "dpo"}) == "dpo+sft"
 
 
 def test_a_sweep_without_evaluations_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "metrics.json").write_text('{"status": "completed"}')
-    assert load_script().main([str(tmp_path)]) == 2
+    assert load_script("scripts/plot_frontier.py").main([str(tmp_path)]) == 2
     assert "no run folder with metrics.json and a generation evaluation in eval.json" in capsys.readouterr().err
     assert not (tmp_path / "frontier.png").exists()

@@ -1,7 +1,6 @@
 """scripts/train.py under kills and restarts: resume, SIGTERM, determinism, no secrets on disk."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
