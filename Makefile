@@ -17,19 +17,21 @@ GROUP_OVERRIDES = $(if $(model),model=$(model)) $(if $(dataset),dataset=$(datase
 	$(if $(hardware),hardware=$(hardware))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train test test-slow clean-venv
+.PHONY: help setup train test test-slow lint format clean-venv
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sed 's/%/<method>/' | expand -t 18
 
-$(STAMP): requirements.txt
+# The pins first, then the library and recipes editable (scripts import them, no sys.path edits).
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps $(EMBEDDED_MODEL)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
-setup: $(STAMP) ## create or update .venv from requirements.txt
+setup: $(STAMP) ## create or update .venv from requirements.txt and install prefopt + recipes editable
 
 # launcher=single|ddp|fsdp|zero3 gpus=N: one process per GPU through `accelerate launch` and conf/launcher/<launcher>.yaml;
 # multi-node: ACCELERATE_ARGS="--num_machines 2 --machine_rank 0 --main_process_ip HOST --main_process_port 29500".
@@ -53,7 +55,7 @@ betas ?= 0.01,0.05,0.1,0.5
 seeds ?=
 sweep_root ?= multirun
 SWEEP_NAME := sweep-$(method)-$(shell date +%Y-%m-%d_%H-%M-%S)
-# Methods with a reference compute its log-probs once and every job reuses them (recipes/ref_cache.py).
+# Methods with a reference compute its log-probs once and every job reuses them (prefopt/ref_cache.py).
 REF_CACHE = $(if $(filter dpo ipo kto,$(method)),method.precompute_ref_log_probs=true)
 # One W&B group per sweep; logger=none has no group to set.
 SWEEP_GROUP = $(if $(filter wandb,$(or $(logger),wandb)),logger.group=$(SWEEP_NAME))
@@ -101,7 +103,17 @@ frontier: $(STAMP) ## pass rate against KL for each run of a sweep: frontier swe
 bench: $(STAMP) ## CPU DPO step: recipe vs plain TRL vs floor, ~2 min [model=tiny-random ARGS="--steps 4 --ragged --json"]
 	$(PY) bench/cpu_dpo.py $(if $(model),--model $(model)) $(ARGS)
 
-test: $(STAMP) ## fast tests (tiny random model), under 10 minutes on 2 cores
+LINTED := prefopt recipes scripts bench tests
+
+lint: $(STAMP) ## ruff check and ruff format --check (pinned in requirements.txt)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: $(STAMP) ## ruff format and the fixes ruff check can make
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
+
+test: lint ## lint, then the fast tests (tiny random model), under 10 minutes on 2 cores
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 test-slow: $(STAMP) ## slow tests: the embedded SmolLM2 model end to end, kill-and-resume, determinism

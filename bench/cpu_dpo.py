@@ -37,15 +37,14 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from prefopt import config as recipes_config
+from prefopt.adapters import lora_config
+from prefopt.data import load_splits
+from prefopt.models import load_model, load_tokenizer
+from prefopt.recipe import load_recipe
+from prefopt.shared_prompt import PAD, share_prompts
 
-from recipes import config as recipes_config  # noqa: E402
-from recipes import load_recipe  # noqa: E402
-from recipes.adapters import lora_config  # noqa: E402
-from recipes.data import load_splits  # noqa: E402
-from recipes.models import load_model, load_tokenizer  # noqa: E402
-from recipes.shared_prompt import PAD, share_prompts  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 ROWS = ("recipe", "plain_trl", "floor")
 # An hh-rlhf-like length mix, in words (about one SmolLM2 token each): the prompt is the dialogue before the last
@@ -102,8 +101,14 @@ def release_memory() -> None:
 def run_recipe(cfg, tokenizer, rows, timer):
     recipe = load_recipe(cfg.method.recipe)
     trainer = recipe.build_trainer(
-        cfg, model=load_model(cfg.model, "fp32", seed=cfg.train.seed), ref_model=None, tokenizer=tokenizer,
-        train_dataset=rows, eval_dataset=None, peft_config=lora_config(cfg.peft), callbacks=[timer],
+        cfg,
+        model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
+        ref_model=None,
+        tokenizer=tokenizer,
+        train_dataset=rows,
+        eval_dataset=None,
+        peft_config=lora_config(cfg.peft),
+        callbacks=[timer],
     )
     batches = list(trainer.get_train_dataloader())  # what every row trains on, in this order
     trainer.train()
@@ -114,15 +119,30 @@ def run_plain_trl(cfg, tokenizer, rows, timer):
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(
-        output_dir=cfg.train.output_dir, bf16=False, learning_rate=cfg.train.learning_rate,
-        per_device_train_batch_size=cfg.train.per_device_train_batch_size, max_length=cfg.train.max_length,
-        max_steps=cfg.train.max_steps, train_sampling_strategy="sequential", report_to=[], disable_tqdm=True,
+        output_dir=cfg.train.output_dir,
+        bf16=False,
+        learning_rate=cfg.train.learning_rate,
+        per_device_train_batch_size=cfg.train.per_device_train_batch_size,
+        max_length=cfg.train.max_length,
+        max_steps=cfg.train.max_steps,
+        train_sampling_strategy="sequential",
+        report_to=[],
+        disable_tqdm=True,
     )
     trainer = DPOTrainer(
-        model=load_model(cfg.model, "fp32", seed=cfg.train.seed), args=args, train_dataset=rows,
-        processing_class=tokenizer, peft_config=lora_config(cfg.peft), callbacks=[timer],
+        model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
+        args=args,
+        train_dataset=rows,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.peft),
+        callbacks=[timer],
     )
     trainer.train()
+
+
+def _sequence_logps(model, ids, attention, mask):
+    logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
+    return (logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask).sum(1)
 
 
 def run_floor(cfg, batches, timer):
@@ -140,13 +160,9 @@ def run_floor(cfg, batches, timer):
         ids, attention = batch["input_ids"], batch["attention_mask"]
         mask = batch["completion_mask"][:, 1:].float()
 
-        def sequence_logps():
-            logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
-            return (logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask).sum(1)
-
-        policy_chosen, policy_rejected = sequence_logps().chunk(2)
+        policy_chosen, policy_rejected = _sequence_logps(model, ids, attention, mask).chunk(2)
         with torch.no_grad(), model.disable_adapter():
-            ref_chosen, ref_rejected = sequence_logps().chunk(2)
+            ref_chosen, ref_rejected = _sequence_logps(model, ids, attention, mask).chunk(2)
         loss = -F.logsigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))).mean()
         loss.backward()
         optimizer.step()
@@ -157,8 +173,13 @@ def run_floor(cfg, batches, timer):
 def measure(model: str, pairs: int, steps: int, warmup: int) -> dict:
     total = steps + warmup
     cfg = compose_config(
-        f"model={model}", "logger=none", f"train.per_device_train_batch_size={pairs}", f"train.max_steps={total}",
-        "train.save_strategy=no", "+train.train_sampling_strategy=sequential", "+train.disable_tqdm=true",
+        f"model={model}",
+        "logger=none",
+        f"train.per_device_train_batch_size={pairs}",
+        f"train.max_steps={total}",
+        "train.save_strategy=no",
+        "+train.train_sampling_strategy=sequential",
+        "+train.disable_tqdm=true",
     )
     tokenizer = load_tokenizer(cfg.model)
     train, _ = load_splits(cfg.dataset, "paired")
@@ -177,16 +198,28 @@ def measure(model: str, pairs: int, steps: int, warmup: int) -> dict:
                 run_floor(cfg, batches, timer)
         release_memory()
         seconds = statistics.median(timer.times[warmup:total])
-        results[name] = {"s_per_step": seconds, "tokens_per_s": tokens_per_step(batches[warmup:total]) / seconds,
-                         "peak_rss_mib": rss.peak / 2**20, "step_s": timer.times}
+        results[name] = {
+            "s_per_step": seconds,
+            "tokens_per_s": tokens_per_step(batches[warmup:total]) / seconds,
+            "peak_rss_mib": rss.peak / 2**20,
+            "step_s": timer.times,
+        }
     timed = batches[warmup:total]
     return {
-        "model": model, "pairs": pairs, "steps": steps, "warmup": warmup, "threads": torch.get_num_threads(),
-        "tokens_per_step": tokens_per_step(timed), "baseline_rss_mib": baseline_rss / 2**20,
-        "non_pad_fraction": sum(int(b["attention_mask"].sum()) for b in timed) / sum(b["attention_mask"].numel() for b in timed),
+        "model": model,
+        "pairs": pairs,
+        "steps": steps,
+        "warmup": warmup,
+        "threads": torch.get_num_threads(),
+        "tokens_per_step": tokens_per_step(timed),
+        "baseline_rss_mib": baseline_rss / 2**20,
+        "non_pad_fraction": sum(int(b["attention_mask"].sum()) for b in timed)
+        / sum(b["attention_mask"].numel() for b in timed),
         "rows": results,
-        "ratios": {"recipe_over_floor": results["recipe"]["s_per_step"] / results["floor"]["s_per_step"],
-                   "plain_over_recipe": results["plain_trl"]["s_per_step"] / results["recipe"]["s_per_step"]},
+        "ratios": {
+            "recipe_over_floor": results["recipe"]["s_per_step"] / results["floor"]["s_per_step"],
+            "plain_over_recipe": results["plain_trl"]["s_per_step"] / results["recipe"]["s_per_step"],
+        },
     }
 
 
@@ -204,7 +237,10 @@ def ragged_pairs(n: int, seed: int = 0) -> list[dict]:
     counts = (medians * torch.exp(RAGGED_SIGMA * normal)).round().clamp(min=1).long().tolist()
     words = torch.randint(len(WORDS), (n, 3, max(max(row) for row in counts)), generator=generator).tolist()
     return [
-        {key: " ".join(WORDS[w] for w in words[i][j][:counts[i][j]]) for j, key in enumerate(("prompt", "chosen", "rejected"))}
+        {
+            key: " ".join(WORDS[w] for w in words[i][j][: counts[i][j]])
+            for j, key in enumerate(("prompt", "chosen", "rejected"))
+        }
         for i in range(n)
     ]
 
@@ -221,23 +257,38 @@ def padding_fractions(model: str, pairs: int, rows: int = 1024, max_length: int 
     dataset = Dataset.from_list(ragged_pairs(rows))
     result = {"rows": rows, "pairs": pairs, "max_length": max_length, "setups": {}}
     for strategy, share in RAGGED_SETUPS:
-        cfg = compose_config(f"model={model}", "logger=none", f"train.per_device_train_batch_size={pairs}",
-                             f"train.max_length={max_length}", f"+train.train_sampling_strategy={strategy}",
-                             f"method.share_prompt={share}")
+        cfg = compose_config(
+            f"model={model}",
+            "logger=none",
+            f"train.per_device_train_batch_size={pairs}",
+            f"train.max_length={max_length}",
+            f"+train.train_sampling_strategy={strategy}",
+            f"method.share_prompt={share}",
+        )
         tokenizer = load_tokenizer(cfg.model)
         trainer = load_recipe(cfg.method.recipe).build_trainer(
-            cfg, model=load_model(cfg.model, "fp32", seed=cfg.train.seed), ref_model=None, tokenizer=tokenizer,
-            train_dataset=dataset, eval_dataset=None, peft_config=lora_config(cfg.peft), callbacks=[],
+            cfg,
+            model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
+            ref_model=None,
+            tokenizer=tokenizer,
+            train_dataset=dataset,
+            eval_dataset=None,
+            peft_config=lora_config(cfg.peft),
+            callbacks=[],
         )
         real, positions = [], []
         for batch in trainer.get_train_dataloader():
-            rows_of_pairs = share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]) if share else None
+            rows_of_pairs = (
+                share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]) if share else None
+            )
             mask = rows_of_pairs.segments != PAD if rows_of_pairs is not None else batch["attention_mask"].bool()
             real.append(int(mask.sum()))
             positions.append(mask.numel())
         result["setups"][f"{strategy}{'+shared' if share else ''}"] = {
             "mean_batch_fraction": sum(r / n for r, n in zip(real, positions)) / len(real),
-            "token_fraction": sum(real) / sum(positions), "positions": sum(positions), "batches": len(real),
+            "token_fraction": sum(real) / sum(positions),
+            "positions": sum(positions),
+            "batches": len(real),
         }
         if (strategy, share) == RAGGED_SETUPS[0]:  # the same tokenized pairs in every setup
             result["pair_bound"] = pair_bound(trainer.train_dataset, max_length)
@@ -258,23 +309,33 @@ def pair_bound(tokenized, max_length: int) -> float:
 
 
 def print_table(result: dict) -> None:
-    print(f"model {result['model']}, {result['pairs']} pairs/step, {result['steps']} timed steps after {result['warmup']} "
-          f"warm-up, {result['threads']} threads; {result['tokens_per_step']:.0f} non-pad tokens/step "
-          f"({result['non_pad_fraction']:.0%} of the padded batch); load average before {result['load_average']}, "
-          f"after {result['load_average_after']}; RSS before the rows {result['baseline_rss_mib']:.0f} MiB")
+    print(
+        f"model {result['model']}, {result['pairs']} pairs/step, {result['steps']} timed steps after {result['warmup']} "
+        f"warm-up, {result['threads']} threads; {result['tokens_per_step']:.0f} non-pad tokens/step "
+        f"({result['non_pad_fraction']:.0%} of the padded batch); load average before {result['load_average']}, "
+        f"after {result['load_average_after']}; RSS before the rows {result['baseline_rss_mib']:.0f} MiB"
+    )
     print(f"{'row':10} {'s/step':>8} {'tokens/s':>9} {'peak RSS MiB':>13}")
     for name, row in result["rows"].items():
         print(f"{name:10} {row['s_per_step']:8.2f} {row['tokens_per_s']:9.0f} {row['peak_rss_mib']:13.0f}")
     ratios = result["ratios"]
-    print(f"recipe / floor: {ratios['recipe_over_floor']:.2f}x the time; plain TRL / recipe: {ratios['plain_over_recipe']:.2f}x")
+    print(
+        f"recipe / floor: {ratios['recipe_over_floor']:.2f}x the time; plain TRL / recipe: {ratios['plain_over_recipe']:.2f}x"
+    )
     ragged = result.get("ragged")
     if ragged:
-        print(f"ragged pairs ({ragged['rows']} hh-rlhf-like rows, batches of {ragged['pairs']} pairs, max_length "
-              f"{ragged['max_length']}): real tokens among the positions computed (mean per batch / all batches), "
-              f"and positions computed next to TRL's default:")
+        print(
+            f"ragged pairs ({ragged['rows']} hh-rlhf-like rows, batches of {ragged['pairs']} pairs, max_length "
+            f"{ragged['max_length']}): real tokens among the positions computed (mean per batch / all batches), "
+            f"and positions computed next to TRL's default:"
+        )
         for name, r in ragged["setups"].items():
-            print(f"  {name:23} {r['mean_batch_fraction']:6.1%} / {r['token_fraction']:6.1%}   {r['positions_vs_trl']:.2f}x")
-        print(f"  each pair alone in TRL's layout: {ragged['pair_bound']:.1%} (it pads the shorter answer to the longer)")
+            print(
+                f"  {name:23} {r['mean_batch_fraction']:6.1%} / {r['token_fraction']:6.1%}   {r['positions_vs_trl']:.2f}x"
+            )
+        print(
+            f"  each pair alone in TRL's layout: {ragged['pair_bound']:.1%} (it pads the shorter answer to the longer)"
+        )
 
 
 def main() -> None:

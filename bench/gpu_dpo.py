@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,20 +32,38 @@ from transformers import TrainerCallback
 from transformers.modeling_layers import GradientCheckpointingLayer
 from trl import DPOConfig, DPOTrainer
 
+from prefopt.adapters import lora_config, quantization_config
+from prefopt.models import char_tokenizer, load_model
+from recipes.dpo import RecipeDPOTrainer
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from recipes.adapters import lora_config, quantization_config  # noqa: E402
-from recipes.dpo import RecipeDPOTrainer  # noqa: E402
-from recipes.models import char_tokenizer, load_model  # noqa: E402
-
-LLAMA3_8B = dict(model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
-                 tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+LLAMA3_8B = dict(
+    model_type="llama",
+    vocab_size=128256,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=8192,
+    rope_theta=500000.0,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=2,
+)
 LLAMA3_8B_PARAMS = 8.03e9
 # --shape tiny checks the script itself on a CPU in seconds.
-TINY = {**LLAMA3_8B, "vocab_size": 128, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2}
+TINY = {
+    **LLAMA3_8B,
+    "vocab_size": 128,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM
 
 # One change each to plain TRL, as DPOConfig fields for a number of pairs per step. Two need more than a field:
@@ -111,8 +128,10 @@ def _sync() -> None:
 def pairs(n: int, prompt_len: int, answer_len: int) -> Dataset:
     # Character-level tokenizer: one character is one token, so lengths are exact.
     letters = "abcdefghijklmnopqrstuvwxyz"
-    rows = [{"prompt": (letters[i % 26] * prompt_len), "chosen": "y" * (answer_len - 1), "rejected": "n" * (answer_len - 1)}
-            for i in range(n)]
+    rows = [
+        {"prompt": (letters[i % 26] * prompt_len), "chosen": "y" * (answer_len - 1), "rejected": "n" * (answer_len - 1)}
+        for i in range(n)
+    ]
     return Dataset.from_list(rows)
 
 
@@ -151,32 +170,63 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
     settings = dict(per_device_train_batch_size=pairs_per_step, gradient_accumulation_steps=1)
     for lever in levers:
         settings.update(LEVERS[lever](pairs_per_step))
-    args = DPOConfig(output_dir="/tmp/bench-out", max_steps=len(train) // pairs_per_step, learning_rate=1e-5,
-                     bf16=precision == "bf16", logging_steps=1000, save_strategy="no", report_to=[],
-                     max_length=max_length, dataloader_num_workers=0, disable_tqdm=True, **settings)
+    args = DPOConfig(
+        output_dir="/tmp/bench-out",
+        max_steps=len(train) // pairs_per_step,
+        learning_rate=1e-5,
+        bf16=precision == "bf16",
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        max_length=max_length,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **settings,
+    )
     callbacks = ([SelectiveCheckpointing()] if "ckpt_half" in levers else []) + [timer]  # timer last: it counts
-    trainer_kwargs = dict(model=model, args=args, train_dataset=train, processing_class=char_tokenizer(),
-                          peft_config=lora_config(peft_cfg), callbacks=callbacks)
+    trainer_kwargs = dict(
+        model=model,
+        args=args,
+        train_dataset=train,
+        processing_class=char_tokenizer(),
+        peft_config=lora_config(peft_cfg),
+        callbacks=callbacks,
+    )
     if "share_prompt" in levers:
         trainer = RecipeDPOTrainer(**trainer_kwargs, share_prompt=True)
     else:
         trainer = DPOTrainer(**trainer_kwargs)
-    return trainer, {"micro_batch": args.per_device_train_batch_size, "accumulation": args.gradient_accumulation_steps,
-                     "share_prompt": getattr(trainer, "share_prompt", False)}
+    return trainer, {
+        "micro_batch": args.per_device_train_batch_size,
+        "accumulation": args.gradient_accumulation_steps,
+        "share_prompt": getattr(trainer, "share_prompt", False),
+    }
 
 
 def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib, levers=()):
-    from recipes import load_recipe
-    from recipes.config import compose_config
-    from recipes.memory import fit_hardware
+    from prefopt.config import compose_config
+    from prefopt.memory import fit_hardware
+    from prefopt.recipe import load_recipe
 
     steps = len(train) // pairs_per_step
     cfg = compose_config(
-        "model=llama3-8b", f"peft={variant}", "logger=none", "hardware=80gb", f"hardware.memory_gib={budget_gib}",
-        "hardware.headroom_gib=0", f"train.per_device_train_batch_size={pairs_per_step}", f"train.max_length={max_length}",
-        f"train.max_steps={steps}", "train.learning_rate=1e-5", "train.save_strategy=no", "train.logging_steps=1000",
-        "train.lr_scheduler_type=linear", "train.warmup_steps=0",  # TRL's schedule: every row trains the same steps
-        "+train.disable_tqdm=true", f"precision={precision}", *(o for lever in levers for o in RECIPE_LEVERS[lever]),
+        "model=llama3-8b",
+        f"peft={variant}",
+        "logger=none",
+        "hardware=80gb",
+        f"hardware.memory_gib={budget_gib}",
+        "hardware.headroom_gib=0",
+        f"train.per_device_train_batch_size={pairs_per_step}",
+        f"train.max_length={max_length}",
+        f"train.max_steps={steps}",
+        "train.learning_rate=1e-5",
+        "train.save_strategy=no",
+        "train.logging_steps=1000",
+        "train.lr_scheduler_type=linear",
+        "train.warmup_steps=0",  # TRL's schedule: every row trains the same steps
+        "+train.disable_tqdm=true",
+        f"precision={precision}",
+        *(o for lever in levers for o in RECIPE_LEVERS[lever]),
         output_dir="/tmp/bench-out",
     )
     with open_dict(cfg):
@@ -184,10 +234,21 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
     recipe = load_recipe(cfg.method.recipe)
     fit_hardware(cfg, recipe)
     model, _ = load_random_model(variant, shape, precision)
-    trainer = recipe.build_trainer(cfg, model=model, ref_model=None, tokenizer=char_tokenizer(), train_dataset=train,
-                                   eval_dataset=None, peft_config=lora_config(cfg.peft), callbacks=[timer])
-    return trainer, {"micro_batch": cfg.train.per_device_train_batch_size,
-                     "accumulation": cfg.train.gradient_accumulation_steps, "share_prompt": trainer.share_prompt}
+    trainer = recipe.build_trainer(
+        cfg,
+        model=model,
+        ref_model=None,
+        tokenizer=char_tokenizer(),
+        train_dataset=train,
+        eval_dataset=None,
+        peft_config=lora_config(cfg.peft),
+        callbacks=[timer],
+    )
+    return trainer, {
+        "micro_batch": cfg.train.per_device_train_batch_size,
+        "accumulation": cfg.train.gradient_accumulation_steps,
+        "share_prompt": trainer.share_prompt,
+    }
 
 
 def check_rows(rows: list[str]) -> None:
@@ -196,16 +257,26 @@ def check_rows(rows: list[str]) -> None:
         base, *levers = row.split("+")
         known = {"plain": LEVERS, "recipe": RECIPE_LEVERS}.get(base)
         if known is None or any(lever not in known for lever in levers):
-            raise SystemExit(f"--rows: unknown row '{row}'. Rows: plain, recipe, plain+LEVER[+LEVER...] with LEVER one "
-                             f"of {', '.join(LEVERS)}; recipe+LEVER with one of {', '.join(RECIPE_LEVERS)}.")
+            raise SystemExit(
+                f"--rows: unknown row '{row}'. Rows: plain, recipe, plain+LEVER[+LEVER...] with LEVER one "
+                f"of {', '.join(LEVERS)}; recipe+LEVER with one of {', '.join(RECIPE_LEVERS)}."
+            )
 
 
-def run(row: str, variant: str, steps: int, pairs_per_step: int, prompt_len: int, answer_len: int, shape: dict,
-        budget_gib: float) -> dict:
+def run(
+    row: str,
+    variant: str,
+    steps: int,
+    pairs_per_step: int,
+    prompt_len: int,
+    answer_len: int,
+    shape: dict,
+    budget_gib: float,
+) -> dict:
     """One row, timed; its error instead when it fails (out of memory, a kernel not installed), so others still run."""
     try:
         return _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, budget_gib)
-    except Exception as error:  # noqa: BLE001: any failure of one row is reported, and the next row runs
+    except Exception as error:  # any failure of one row is reported, and the next row runs
         return {"row": row, "variant": variant, "error": f"{type(error).__name__}: {error}"[:500]}
     finally:
         _free_memory()
@@ -223,8 +294,9 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
     if base == "plain":
         trainer, settings = plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, levers)
     else:
-        trainer, settings = recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib,
-                                           levers)
+        trainer, settings = recipe_trainer(
+            variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib, levers
+        )
     setup_s = time.perf_counter() - setup_start
     model = trainer.model
     weights_gib = model.get_memory_footprint() / 2**30
@@ -235,11 +307,16 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
     tokens_per_step = pairs_per_step * 2 * (prompt_len + answer_len)
     seconds = sum(timed) / len(timed)
     result = {
-        "row": row, "variant": variant, **settings, "checkpointed_layers": timer.checkpointed_layers,
+        "row": row,
+        "variant": variant,
+        **settings,
+        "checkpointed_layers": timer.checkpointed_layers,
         "trl_switches": [field for field in TRL_SWITCHES if getattr(trainer.args, field)],
         "weights_gib": round(weights_gib, 1),
         "linear_4bit_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
-        "setup_s": round(setup_s, 1), "s_per_step": round(seconds, 3), "tokens_per_s": round(tokens_per_step / seconds),
+        "setup_s": round(setup_s, 1),
+        "s_per_step": round(seconds, 3),
+        "tokens_per_s": round(tokens_per_step / seconds),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None,
         "train_loss": round(train_loss, 6),  # the same in every row: levers change the speed, not the training
         "start_gib": round(start_gib, 1) if cuda else None,
@@ -253,15 +330,19 @@ def format_row(r: dict) -> str:
     if "error" in r:
         return f"{r['row']:24} {r['variant']:6} failed: {r['error']}"
     peak = f"{r['peak_gib']:9.1f}" if r["peak_gib"] is not None else f"{'-':>9}"
-    return (f"{r['row']:24} {r['variant']:6} {r['micro_batch']:>5} x {r['accumulation']:<3} "
-            f"{r['checkpointed_layers']:>5} {str(r['share_prompt']):6} {r['setup_s']:7.1f} {r['s_per_step']:7.3f} "
-            f"{r['tokens_per_s']:9d} {r['weights_gib']:11.1f} {peak} {r['mfu']:6.3f}")
+    return (
+        f"{r['row']:24} {r['variant']:6} {r['micro_batch']:>5} x {r['accumulation']:<3} "
+        f"{r['checkpointed_layers']:>5} {str(r['share_prompt']):6} {r['setup_s']:7.1f} {r['s_per_step']:7.3f} "
+        f"{r['tokens_per_s']:9d} {r['weights_gib']:11.1f} {peak} {r['mfu']:6.3f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="lora,qlora")
-    parser.add_argument("--rows", default="plain,recipe", help=f"plain, recipe, plain+LEVER; levers: {', '.join(LEVERS)}")
+    parser.add_argument(
+        "--rows", default="plain,recipe", help=f"plain, recipe, plain+LEVER; levers: {', '.join(LEVERS)}"
+    )
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--prompt-len", type=int, default=512)
@@ -278,13 +359,18 @@ def main() -> None:
     budgets = {"lora": args.lora_budget_gib, "qlora": args.qlora_budget_gib}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     if not args.json:
-        print(f"device: {device}; shape {args.shape}; {args.pairs} pairs x 2 x {args.prompt_len + args.answer_len} "
-              f"tokens/step\n{'row':24} {'variant':6} {'micro x acc':>11} {'ckpt':5} {'shared':6} {'setup s':>7} "
-              f"{'s/step':>7} {'tokens/s':>9} {'weights GiB':>11} {'peak GiB':>9} {'MFU':>6}", flush=True)
+        print(
+            f"device: {device}; shape {args.shape}; {args.pairs} pairs x 2 x {args.prompt_len + args.answer_len} "
+            f"tokens/step\n{'row':24} {'variant':6} {'micro x acc':>11} {'ckpt':5} {'shared':6} {'setup s':>7} "
+            f"{'s/step':>7} {'tokens/s':>9} {'weights GiB':>11} {'peak GiB':>9} {'MFU':>6}",
+            flush=True,
+        )
     results = []
     for variant in variants:
         for row in rows:
-            result = run(row, variant, args.steps, args.pairs, args.prompt_len, args.answer_len, shape, budgets[variant])
+            result = run(
+                row, variant, args.steps, args.pairs, args.prompt_len, args.answer_len, shape, budgets[variant]
+            )
             results.append(result)
             if args.out:
                 with args.out.open("a") as out:

@@ -20,13 +20,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # A short budget on the embedded default: what differs between the arms is the reference's share of each job.
-DEFAULTS = ["logger=none", "train.max_steps=8", "dataset.num_train=64", "dataset.num_eval=32", "eval_generation.enabled=false"]
+DEFAULTS = [
+    "logger=none",
+    "train.max_steps=8",
+    "dataset.num_train=64",
+    "dataset.num_eval=32",
+    "eval_generation.enabled=false",
+]
 
 
 def _run(args: list[str], cache: Path) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, check=True,
-                   capture_output=True, env={**os.environ, "RECIPES_CACHE_DIR": str(cache)})
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "RECIPES_CACHE_DIR": str(cache)},
+    )
     return time.perf_counter() - started
 
 
@@ -45,15 +56,35 @@ def main() -> None:
             (scratch / arm).mkdir()
             if models.is_dir():
                 os.symlink(models, scratch / arm / "models")
-        sweep_s = _run(["-m", f"method.beta={args.betas}", "method.precompute_ref_log_probs=true", *overrides,
-                        f"hydra.sweep.dir={scratch / 'sweep-runs'}"], scratch / "sweep")
-        no_cache_s = _run(["-m", f"method.beta={args.betas}", *overrides, f"hydra.sweep.dir={scratch / 'no-cache-runs'}"],
-                          scratch / "sweep-no-cache")
-        independent_s = sum(_run([f"method.beta={beta}", *overrides, f"hydra.run.dir={scratch / f'run-{beta}'}"],
-                                 scratch / "independent") for beta in betas)
-    result = {"jobs": len(betas), "overrides": overrides, "sweep_with_cache_s": round(sweep_s, 1),
-              "sweep_without_cache_s": round(no_cache_s, 1), "independent_runs_s": round(independent_s, 1),
-              "cache_speedup": round(no_cache_s / sweep_s, 2), "speedup_vs_independent": round(independent_s / sweep_s, 2)}
+        sweep_s = _run(
+            [
+                "-m",
+                f"method.beta={args.betas}",
+                "method.precompute_ref_log_probs=true",
+                *overrides,
+                f"hydra.sweep.dir={scratch / 'sweep-runs'}",
+            ],
+            scratch / "sweep",
+        )
+        no_cache_s = _run(
+            ["-m", f"method.beta={args.betas}", *overrides, f"hydra.sweep.dir={scratch / 'no-cache-runs'}"],
+            scratch / "sweep-no-cache",
+        )
+        independent_s = sum(
+            _run(
+                [f"method.beta={beta}", *overrides, f"hydra.run.dir={scratch / f'run-{beta}'}"], scratch / "independent"
+            )
+            for beta in betas
+        )
+    result = {
+        "jobs": len(betas),
+        "overrides": overrides,
+        "sweep_with_cache_s": round(sweep_s, 1),
+        "sweep_without_cache_s": round(no_cache_s, 1),
+        "independent_runs_s": round(independent_s, 1),
+        "cache_speedup": round(no_cache_s / sweep_s, 2),
+        "speedup_vs_independent": round(independent_s / sweep_s, 2),
+    }
     if args.json:
         print(json.dumps(result))
         return

@@ -6,7 +6,7 @@ target margin), `loss_type: sigmoid` with `cpo_alpha: 1` is CPO (summed log-prob
 
 from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-from recipes.trl_args import make_config
+from prefopt.trl_args import make_config
 
 DATA_FORMAT = "paired"  # prompt, chosen, rejected
 USES_REFERENCE = False

@@ -11,10 +11,10 @@ from accelerate.utils import is_peft_model
 from torch.utils.data import Sampler
 from trl import DPOConfig, DPOTrainer
 
-from recipes.lm_head import add_completion_lm_head, triton_head
-from recipes.ref_cache import ContentKeyedReferenceCache
-from recipes.shared_prompt import add_shared_prompt_backbone, shared_prompt_rows
-from recipes.trl_args import make_config
+from prefopt.lm_head import add_completion_lm_head, triton_head
+from prefopt.ref_cache import ContentKeyedReferenceCache
+from prefopt.shared_prompt import add_shared_prompt_backbone, shared_prompt_rows
+from prefopt.trl_args import make_config
 
 DATA_FORMAT = "paired"  # prompt, chosen, rejected
 USES_REFERENCE = True
@@ -26,9 +26,9 @@ logger = logging.getLogger(__name__)
 class RecipeDPOTrainer(ContentKeyedReferenceCache, DPOTrainer):
     """TRL's DPOTrainer, with the same loss and metrics, and four changes that only make it faster:
 
-    - `share_prompt`: each pair is one row, its prompt computed once for both answers (recipes.shared_prompt);
-    - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (recipes.ref_cache);
-    - without Triton (CPU), the log-probs come from recipes.lm_head, which projects completion tokens only;
+    - `share_prompt`: each pair is one row, its prompt computed once for both answers (prefopt.shared_prompt);
+    - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (prefopt.ref_cache);
+    - without Triton (CPU), the log-probs come from prefopt.lm_head, which projects completion tokens only;
     - `train_sampling_strategy: group_by_length` works (TRL 1.16's DPOTrainer fails with it: transformers looks
       for an `input_ids` column): batches of pairs of similar length, see PairLengthSampler.
     """
@@ -59,7 +59,9 @@ class RecipeDPOTrainer(ContentKeyedReferenceCache, DPOTrainer):
             models = [policy] + ([reference] if reference is not None else [])
             self.share_prompt = all([add_shared_prompt_backbone(m) for m in models])
             if not self.share_prompt:
-                logger.info("share_prompt: off for this model (its attention takes no custom mask), TRL's layout is used")
+                logger.info(
+                    "share_prompt: off for this model (its attention takes no custom mask), TRL's layout is used"
+                )
         self._models_patched = True
 
     def _compute_loss(self, model, inputs, return_outputs):

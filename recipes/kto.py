@@ -2,8 +2,8 @@
 
 from trl import KTOConfig, KTOTrainer
 
-from recipes.ref_cache import ContentKeyedReferenceCache
-from recipes.trl_args import make_config
+from prefopt.ref_cache import ContentKeyedReferenceCache
+from prefopt.trl_args import make_config
 
 DATA_FORMAT = "unpaired"  # prompt, completion, label
 USES_REFERENCE = True

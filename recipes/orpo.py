@@ -2,7 +2,7 @@
 
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-from recipes.trl_args import make_config
+from prefopt.trl_args import make_config
 
 DATA_FORMAT = "paired"
 USES_REFERENCE = False

@@ -14,18 +14,17 @@ import os
 import sys
 from pathlib import Path
 
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from prefopt.config import compose_config
+from prefopt.data import load_splits
+from prefopt.data.report import data_report, format_table
+from prefopt.errors import RecipeError
+from prefopt.models import check_available, load_tokenizer
+from prefopt.recipe import load_recipe
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from hydra.errors import HydraException  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from recipes import load_recipe  # noqa: E402
-from recipes.config import compose_config  # noqa: E402
-from recipes.data import load_splits  # noqa: E402
-from recipes.data.report import data_report, format_table  # noqa: E402
-from recipes.errors import RecipeError  # noqa: E402
-from recipes.models import check_available, load_tokenizer  # noqa: E402
 
 
 def check(cfg: DictConfig) -> dict:
@@ -44,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # libraries print notes at import (transformers' W&B line): keep stdout for us
+        with contextlib.redirect_stdout(
+            sys.stderr
+        ):  # libraries print notes at import (transformers' W&B line): keep stdout for us
             result = check(compose_config(*args.overrides))
     except (RecipeError, HydraException) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,11 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from recipes.errors import RecipeError  # noqa: E402
-from recipes.evaluation import EVAL_FILE  # noqa: E402
-from recipes.run_files import METRICS_FILE  # noqa: E402
+from prefopt.errors import RecipeError
+from prefopt.evaluation import EVAL_FILE
+from prefopt.run_files import METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 # label -> the overrides that select it; SimPO joins when its config exists.
@@ -34,15 +32,24 @@ METHODS = {
     "simpo": ["method=simpo"],
 }
 COLUMNS = [  # (key, header)
-    ("method", "method"), ("beta", "beta"), ("status", "status"), ("pass_before", "pass rate before"),
-    ("pass_after", "pass rate after"), ("reward_accuracy", "reward accuracy"), ("kl", "KL to reference"),
-    ("mean_length", "mean length (chars)"), ("wall_time_s", "wall time (s)"),
+    ("method", "method"),
+    ("beta", "beta"),
+    ("status", "status"),
+    ("pass_before", "pass rate before"),
+    ("pass_after", "pass rate after"),
+    ("reward_accuracy", "reward accuracy"),
+    ("kl", "KL to reference"),
+    ("mean_length", "mean length (chars)"),
+    ("wall_time_s", "wall time (s)"),
 ]
 
 
 def available_methods() -> list[str]:
-    return [label for label, overrides in METHODS.items()
-            if (REPO / "conf" / "method" / f"{overrides[0].split('=')[1]}.yaml").is_file()]
+    return [
+        label
+        for label, overrides in METHODS.items()
+        if (REPO / "conf" / "method" / f"{overrides[0].split('=')[1]}.yaml").is_file()
+    ]
 
 
 def run_dir_name(label: str) -> str:
@@ -52,8 +59,13 @@ def run_dir_name(label: str) -> str:
 def train_one(label: str, overrides: list[str], out: Path) -> Path:
     """One scripts/train.py run; its console output goes to <out>/<method>.log."""
     run_dir = out / run_dir_name(label)
-    command = [sys.executable, str(REPO / "scripts" / "train.py"), *METHODS[label], *overrides,
-               f"hydra.run.dir={run_dir}"]
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        *METHODS[label],
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    ]
     with (out / f"{run_dir_name(label)}.log").open("w") as console:
         subprocess.run(command, cwd=REPO, stdout=console, stderr=subprocess.STDOUT, env={**os.environ}, check=False)
     return run_dir
@@ -67,6 +79,7 @@ def _get(data: dict | None, *path):
 
 def read_row(label: str, run_dir: Path) -> dict:
     """The table row of one run, straight from its metrics.json and eval.json (None where absent)."""
+
     def load(name):
         path = run_dir / name
         return json.loads(path.read_text()) if path.is_file() else None
@@ -79,7 +92,10 @@ def read_row(label: str, run_dir: Path) -> dict:
     elif status == "completed" and evaluation is None:
         status, error = "no eval.json", "eval_generation is off or the dataset is not the built-in one"
     return {
-        "method": label, "run_dir": str(run_dir), "status": status, "error": error,
+        "method": label,
+        "run_dir": str(run_dir),
+        "status": status,
+        "error": error,
         "beta": (metrics or {}).get("beta"),
         "pass_before": _get(evaluation, "generation", "pass_rate", "reference"),
         "pass_after": _get(evaluation, "generation", "pass_rate", "policy"),
@@ -107,13 +123,17 @@ def format_table(rows: list[dict]) -> str:
 
 def write_markdown(rows: list[dict], overrides: list[str], path: Path) -> None:
     lines = [
-        "# Methods compared with one budget", "",
-        f"Overrides shared by every run: `{' '.join(overrides) or '(defaults)'}`.", "",
+        "# Methods compared with one budget",
+        "",
+        f"Overrides shared by every run: `{' '.join(overrides) or '(defaults)'}`.",
+        "",
         "Pass rate: greedy answers to held-out prompts that the built-in task's verifier accepts (before = the "
         "reference model, after = the trained policy). Reward accuracy: held-out pairs whose implicit reward "
         "beta * log(pi/pi_ref) ranks chosen over rejected. KL: mean over the policy's greedy answers of "
-        "log pi - log pi_ref summed over answer tokens. Wall time: training and the trainer's evaluations.", "",
-        format_table(rows), "",
+        "log pi - log pi_ref summed over answer tokens. Wall time: training and the trainer's evaluations.",
+        "",
+        format_table(rows),
+        "",
     ]
     lines += [f"- {row['method']}: {row['status']}: {row['error']}" for row in rows if row["status"] != "completed"]
     lines += ["", "![pass rate and KL per method](compare.png)", ""]
@@ -150,8 +170,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(available_methods()),
-                        help=f"comma-separated, from {', '.join(METHODS)} (default: all with a config)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(available_methods()),
+        help=f"comma-separated, from {', '.join(METHODS)} (default: all with a config)",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default outputs/compare/<time>)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args, overrides = parser.parse_known_args(argv)
@@ -167,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         labels = [m.strip() for m in args.methods.split(",") if m.strip()]
         bad = [m for m in labels if m not in available_methods()]
         if bad or not labels:
-            raise RecipeError(f"--methods: unknown {', '.join(bad) or '(none given)'}; "
-                              f"choose from {', '.join(available_methods())}.")
+            raise RecipeError(
+                f"--methods: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(available_methods())}."
+            )
         out = args.out or REPO / "outputs" / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
         taken = [run_dir_name(m) for m in labels if (out / run_dir_name(m)).exists()]
         if taken:

@@ -13,11 +13,15 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from recipes.errors import RecipeError  # noqa: E402
-from recipes.evaluation import (  # noqa: E402
-    GenerationSettings, evaluate, format_report, load_run, log_to_wandb, refuse_existing_eval, write_eval,
+from prefopt.errors import RecipeError
+from prefopt.evaluation import (
+    GenerationSettings,
+    evaluate,
+    format_report,
+    load_run,
+    log_to_wandb,
+    refuse_existing_eval,
+    write_eval,
 )
 
 
@@ -41,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         refuse_existing_eval(args.run_dir, args.force)
         cfg, tokenizer, models = load_run(args.run_dir)
         settings = GenerationSettings.from_config(
-            cfg.get("eval_generation"), max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size, num_samples=args.num_samples, temperature=args.temperature, seed=cfg.train.seed,
+            cfg.get("eval_generation"),
+            max_prompts=args.max_prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            num_samples=args.num_samples,
+            temperature=args.temperature,
+            seed=cfg.train.seed,
         )
         result = evaluate(cfg, models, tokenizer, settings)
         result["written_by"] = "scripts/evaluate.py"

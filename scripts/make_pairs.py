@@ -15,17 +15,24 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from prefopt.config import compose_config
+from prefopt.data.pairs import (
+    RewardModel,
+    builtin_prompts,
+    read_prompts,
+    refuse_overwrite,
+    sample_pairs,
+    verifier_scores,
+    write_pairs,
+)
+from prefopt.errors import RecipeError
+from prefopt.models import check_available, load_model, load_tokenizer, pick_precision
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-import torch  # noqa: E402
-from hydra.errors import HydraException  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from recipes.config import compose_config  # noqa: E402
-from recipes.data.pairs import RewardModel, builtin_prompts, read_prompts, refuse_overwrite, sample_pairs, verifier_scores, write_pairs  # noqa: E402
-from recipes.errors import RecipeError  # noqa: E402
-from recipes.models import check_available, load_model, load_tokenizer, pick_precision  # noqa: E402
 
 
 def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> dict:
@@ -42,9 +49,18 @@ def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> d
     if torch.cuda.is_available():
         model.to("cuda")
     pairs, stats = sample_pairs(
-        model, tokenizer, prompts, score, num_samples=cfg.num_samples, batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-        require_finished=cfg.require_finished, progress=progress,
+        model,
+        tokenizer,
+        prompts,
+        score,
+        num_samples=cfg.num_samples,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+        require_finished=cfg.require_finished,
+        progress=progress,
     )
     if not pairs:
         raise RecipeError(
@@ -54,7 +70,12 @@ def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> d
             f"Sample more (num_samples=), longer (max_new_tokens=), more varied (temperature=), or score finer (reward.model=)."
         )
     write_pairs(pairs, cfg.output, force=force)
-    return {"output": str(cfg.output), "model": cfg.model.name, "scorer": cfg.reward.model or "builtin verifier", **stats}
+    return {
+        "output": str(cfg.output),
+        "model": cfg.model.name,
+        "scorer": cfg.reward.model or "builtin verifier",
+        **stats,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # libraries print notes at import (transformers' W&B line): keep stdout for us
+        with contextlib.redirect_stdout(
+            sys.stderr
+        ):  # libraries print notes at import (transformers' W&B line): keep stdout for us
             result = make_pairs(compose_config(*args.overrides, config_name="make_pairs"), force=args.force)
     except (RecipeError, HydraException) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -75,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         width = max(map(len, result))
         print("\n".join(f"{key:<{width}}  {value}" for key, value in result.items()))
-        print(f"\ntrain on it: make train-dpo dataset=local ARGS=\"dataset.path={result['output']}\"")
+        print(f'\ntrain on it: make train-dpo dataset=local ARGS="dataset.path={result["output"]}"')
     return 0
 
 

@@ -8,10 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from recipes.errors import RecipeError  # noqa: E402
-from recipes.export import merge_run, push_to_hub  # noqa: E402
+from prefopt.errors import RecipeError
+from prefopt.export import merge_run, push_to_hub
 
 
 def main() -> int:

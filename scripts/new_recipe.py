@@ -16,10 +16,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout this script belongs to
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from prefopt.errors import RecipeError
 
-from recipes.errors import RecipeError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout this script belongs to
 
 EXPERIMENT_PREFIX = "experiment/"
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # what Hydra takes as `experiment=<name>` unquoted
@@ -76,7 +75,9 @@ def copy_method(root: Path, source: str, name: str, force: bool = False) -> list
         raise RecipeError(f"{source_config.relative_to(root)} needs top-level `name:` and `recipe:` keys to be copied.")
     source_module = module_file(root, module)
     if not source_module.is_file():
-        raise RecipeError(f"{source_config.relative_to(root)} names recipe {module}, but {source_module} does not exist.")
+        raise RecipeError(
+            f"{source_config.relative_to(root)} names recipe {module}, but {source_module} does not exist."
+        )
 
     new_module = root / "recipes" / f"{name}.py"
     new_config = method_file(root, name)
@@ -95,8 +96,10 @@ def method_config_copy(text: str, source: str, name: str, source_path: Path) -> 
     text = re.sub(r"^name:[ \t]*\S+", f"name: {name}", text, count=1, flags=re.M)
     text = re.sub(r"^recipe:[ \t]*\S+", f"recipe: recipes.{name}", text, count=1, flags=re.M)
     text = re.sub(rf"make train-{re.escape(source)}(?![\w-])", f"make train-{name}", text)
-    header = (f"# {name}: copied from {source_path} by `make new-recipe`. Run: `make train-{name}`; "
-              f"its code: recipes/{name}.py.\n")
+    header = (
+        f"# {name}: copied from {source_path} by `make new-recipe`. Run: `make train-{name}`; "
+        f"its code: recipes/{name}.py.\n"
+    )
     return header + text
 
 
@@ -147,14 +150,19 @@ def methods(root: Path) -> dict[str, dict]:
     found = {}
     for path in sorted((root / "conf" / "method").glob("*.yaml")):
         module = (yaml.safe_load(path.read_text()) or {}).get("recipe", "")
-        found[path.stem] = {"recipe": module, "recipe_file_exists": module_file(root, module).is_file() if module else False,
-                            "description": _description(path)}
+        found[path.stem] = {
+            "recipe": module,
+            "recipe_file_exists": module_file(root, module).is_file() if module else False,
+            "description": _description(path),
+        }
     return found
 
 
 def experiments(root: Path) -> dict[str, dict]:
-    return {path.stem: {"method": experiment_method(path), "description": _description(path)}
-            for path in sorted((root / "conf" / "experiment").glob("*.yaml"))}
+    return {
+        path.stem: {"method": experiment_method(path), "description": _description(path)}
+        for path in sorted((root / "conf" / "experiment").glob("*.yaml"))
+    }
 
 
 def print_listing(root: Path) -> None:
@@ -166,7 +174,9 @@ def print_listing(root: Path) -> None:
         missing = "" if info["recipe_file_exists"] else "  [recipe module missing]"
         print(f"  {method:<{width}}  {info['recipe']:<{module_width}}  {info['description']}{missing}")
     exps = experiments(root)
-    print('experiments (make train-<its method> ARGS="experiment=<name>"; copy: make new-recipe from=experiment/<name> name=<new>):')
+    print(
+        'experiments (make train-<its method> ARGS="experiment=<name>"; copy: make new-recipe from=experiment/<name> name=<new>):'
+    )
     width = max([len(e) for e in exps] + [6])
     for exp, info in exps.items():
         print(f"  {exp:<{width}}  {info['method']:<6}  {info['description']}")
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
         parser.error("give FROM and NAME (e.g. `dpo my_dpo`, or `experiment/zephyr-dpo-qlora my_exp`), or --list")
     try:
         if args.source.startswith(EXPERIMENT_PREFIX):
-            written = copy_experiment(root, args.source[len(EXPERIMENT_PREFIX):], args.name, args.force)
+            written = copy_experiment(root, args.source[len(EXPERIMENT_PREFIX) :], args.name, args.force)
             run = f'make train-{experiment_method(written[0])} ARGS="experiment={args.name}"'
         else:
             written = copy_method(root, args.source, args.name, args.force)

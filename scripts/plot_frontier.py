@@ -17,14 +17,22 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from prefopt.errors import RecipeError
+from prefopt.evaluation import EVAL_FILE
+from prefopt.run_files import CONFIG_FILE, METRICS_FILE
 
-from recipes.errors import RecipeError  # noqa: E402
-from recipes.evaluation import EVAL_FILE  # noqa: E402
-from recipes.run_files import CONFIG_FILE, METRICS_FILE  # noqa: E402
-
-FIELDS = ["method", "beta", "n", "kl", "kl_se", "pass_rate", "pass_rate_se", "reference_pass_rate", "on_frontier",
-          "runs"]
+FIELDS = [
+    "method",
+    "beta",
+    "n",
+    "kl",
+    "kl_se",
+    "pass_rate",
+    "pass_rate_se",
+    "reference_pass_rate",
+    "on_frontier",
+    "runs",
+]
 
 
 def _finite(value) -> float | None:
@@ -62,11 +70,17 @@ def read_points(sweep_dir: Path) -> list[dict]:
         if kl is None or pass_rate is None:
             skipped.append(run_dir.name)
             continue
-        points.append({
-            "run": str(run_dir.relative_to(sweep_dir)), "method": method_label(run_dir, metrics),
-            "beta": _finite(metrics.get("beta")), "seed": _seed(run_dir), "kl": kl, "pass_rate": pass_rate,
-            "reference_pass_rate": _finite((generation.get("pass_rate") or {}).get("reference")),
-        })
+        points.append(
+            {
+                "run": str(run_dir.relative_to(sweep_dir)),
+                "method": method_label(run_dir, metrics),
+                "beta": _finite(metrics.get("beta")),
+                "seed": _seed(run_dir),
+                "kl": kl,
+                "pass_rate": pass_rate,
+                "reference_pass_rate": _finite((generation.get("pass_rate") or {}).get("reference")),
+            }
+        )
     if skipped:
         print(f"skipped (no generation results in {EVAL_FILE}): {', '.join(skipped)}", file=sys.stderr)
     if not points:
@@ -103,13 +117,19 @@ def group_points(runs: list[dict]) -> list[dict]:
     for (method, beta), members in sorted(groups.items(), key=lambda item: (item[0][0], _order(item[0][1]))):
         kls, rates = [r["kl"] for r in members], [r["pass_rate"] for r in members]
         references = [r["reference_pass_rate"] for r in members if r["reference_pass_rate"] is not None]
-        points.append({
-            "method": method, "beta": beta, "n": len(members),
-            "kl": statistics.fmean(kls), "kl_se": standard_error(kls),
-            "pass_rate": statistics.fmean(rates), "pass_rate_se": standard_error(rates),
-            "reference_pass_rate": statistics.fmean(references) if references else None,
-            "runs": [r["run"] for r in members],
-        })
+        points.append(
+            {
+                "method": method,
+                "beta": beta,
+                "n": len(members),
+                "kl": statistics.fmean(kls),
+                "kl_se": standard_error(kls),
+                "pass_rate": statistics.fmean(rates),
+                "pass_rate_se": standard_error(rates),
+                "reference_pass_rate": statistics.fmean(references) if references else None,
+                "runs": [r["run"] for r in members],
+            }
+        )
     mark_frontier(points)
     return points
 
@@ -118,7 +138,9 @@ def mark_frontier(points: list[dict]) -> None:
     """on_frontier: no other point has both a lower-or-equal KL and a higher-or-equal pass rate (one strictly)."""
     for p in points:
         p["on_frontier"] = not any(
-            q is not p and q["kl"] <= p["kl"] and q["pass_rate"] >= p["pass_rate"]
+            q is not p
+            and q["kl"] <= p["kl"]
+            and q["pass_rate"] >= p["pass_rate"]
             and (q["kl"] < p["kl"] or q["pass_rate"] > p["pass_rate"])
             for q in points
         )
@@ -138,13 +160,26 @@ def plot(points: list[dict], runs: list[dict], path: Path) -> None:
     repeated = any(p["n"] > 1 for p in points)
     for method in sorted({p["method"] for p in points}):
         mine = [p for p in points if p["method"] == method]
-        bars = ax.errorbar([p["kl"] for p in mine], [p["pass_rate"] for p in mine], fmt="o", capsize=3, zorder=3,
-                           xerr=[p["kl_se"] or 0.0 for p in mine], yerr=[p["pass_rate_se"] or 0.0 for p in mine],
-                           label=method + (" (mean ± 1 s.e. over seeds)" if repeated else ""))
+        bars = ax.errorbar(
+            [p["kl"] for p in mine],
+            [p["pass_rate"] for p in mine],
+            fmt="o",
+            capsize=3,
+            zorder=3,
+            xerr=[p["kl_se"] or 0.0 for p in mine],
+            yerr=[p["pass_rate_se"] or 0.0 for p in mine],
+            label=method + (" (mean ± 1 s.e. over seeds)" if repeated else ""),
+        )
         if repeated:
             theirs = [r for r in runs if r["method"] == method]
-            ax.scatter([r["kl"] for r in theirs], [r["pass_rate"] for r in theirs], s=10, alpha=0.35, zorder=2,
-                       color=bars[0].get_color())
+            ax.scatter(
+                [r["kl"] for r in theirs],
+                [r["pass_rate"] for r in theirs],
+                s=10,
+                alpha=0.35,
+                zorder=2,
+                color=bars[0].get_color(),
+            )
     for p in points:
         text = label(p) + (f" n={p['n']}" if p["n"] > 1 else "")
         ax.annotate(text, (p["kl"], p["pass_rate"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -157,8 +192,9 @@ def plot(points: list[dict], runs: list[dict], path: Path) -> None:
     ax.margins(x=0.15)  # room for the labels of the outermost points
     ax.set_xlabel("KL(policy || reference) on the policy's answers")
     ax.set_ylabel("held-out verifier pass rate")
-    highest = max([r["pass_rate"] for r in runs] + [p["pass_rate"] + (p["pass_rate_se"] or 0.0) for p in points]
-                  + references)
+    highest = max(
+        [r["pass_rate"] for r in runs] + [p["pass_rate"] + (p["pass_rate_se"] or 0.0) for p in points] + references
+    )
     ax.set_ylim(-0.03, min(1.03, 1.25 * highest + 0.05))  # zoomed on the data: low pass rates stay readable
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -171,8 +207,9 @@ def write_csv(points: list[dict], path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows({k: ("" if p[k] is None else ";".join(p[k]) if k == "runs" else p[k]) for k in FIELDS}
-                         for p in points)
+        writer.writerows(
+            {k: ("" if p[k] is None else ";".join(p[k]) if k == "runs" else p[k]) for k in FIELDS} for p in points
+        )
 
 
 def format_table(points: list[dict]) -> str:
@@ -184,9 +221,19 @@ def format_table(points: list[dict]) -> str:
         return number(point[key], spec) + ("" if se is None else " ± " + format(se, spec))
 
     header = ["method", "beta", "n", "kl", "pass_rate", "reference_pass_rate", "on_frontier", "runs"]
-    cells = [header] + [[p["method"], number(p["beta"], "g"), str(p["n"]), mean_se(p, "kl", ".3f"),
-                         mean_se(p, "pass_rate", ".3f"), number(p["reference_pass_rate"], ".3f"),
-                         "yes" if p["on_frontier"] else "", ",".join(p["runs"])] for p in points]
+    cells = [header] + [
+        [
+            p["method"],
+            number(p["beta"], "g"),
+            str(p["n"]),
+            mean_se(p, "kl", ".3f"),
+            mean_se(p, "pass_rate", ".3f"),
+            number(p["reference_pass_rate"], ".3f"),
+            "yes" if p["on_frontier"] else "",
+            ",".join(p["runs"]),
+        ]
+        for p in points
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
@@ -206,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     plot(points, runs, png)
     write_csv(points, table)
     if args.json:
-        print(json.dumps({"sweep_dir": str(args.sweep_dir), "png": str(png), "csv": str(table), "runs": runs,
-                          "points": points}))
+        print(
+            json.dumps(
+                {"sweep_dir": str(args.sweep_dir), "png": str(png), "csv": str(table), "runs": runs, "points": points}
+            )
+        )
     else:
         print(format_table(points))
         print(f"\nwritten: {png}, {table}")

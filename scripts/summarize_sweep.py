@@ -15,15 +15,13 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from prefopt.errors import RecipeError
+from prefopt.run_files import CONFIG_FILE, METRICS_FILE
 
-from recipes.errors import RecipeError  # noqa: E402
-from recipes.run_files import CONFIG_FILE, METRICS_FILE  # noqa: E402
-
-EVAL_FILE = "eval.json"  # the held-out evaluation of the trained model (recipes/evaluation.py); wins over metrics.json
+EVAL_FILE = "eval.json"  # the held-out evaluation of the trained model (prefopt/evaluation.py); wins over metrics.json
 METRICS = ["train_loss", "eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"]
 # Behaviour metrics, shown only when some job has them (reward accuracy is not behaviour: see README). Each is read
-# flat (`pass_rate`) or where recipes/evaluation.py nests it: the policy's greedy pass rate, its KL to the reference.
+# flat (`pass_rate`) or where prefopt/evaluation.py nests it: the policy's greedy pass rate, its KL to the reference.
 EVAL_METRICS = {
     "pass_rate": ("generation", "pass_rate", "policy"),
     "kl": ("generation", "kl_policy_reference"),
@@ -66,7 +64,11 @@ def read_job(job_dir: Path) -> dict:
     metrics = _read_json(job_dir / METRICS_FILE)
     if metrics is None:
         state = "missing" if not (job_dir / METRICS_FILE).exists() else "unreadable"
-        status, error, metrics = "failed", f"{METRICS_FILE} {state}: the job crashed, was stopped or is still running", {}
+        status, error, metrics = (
+            "failed",
+            f"{METRICS_FILE} {state}: the job crashed, was stopped or is still running",
+            {},
+        )
     else:
         status = str(metrics.get("status", "completed"))
         error = metrics.get("error")
@@ -114,8 +116,13 @@ def summarize(sweep_dir: Path) -> dict:
     columns = METRICS + [key for key in EVAL_METRICS if any(row[key] is not None for row in rows)]
     completed = sum(row["status"] == "completed" for row in rows)
     return {
-        "sweep_dir": str(sweep_dir), "jobs": len(rows), "completed": completed, "failed": len(rows) - completed,
-        "common_overrides": common, "metrics": columns, "rows": rows,
+        "sweep_dir": str(sweep_dir),
+        "jobs": len(rows),
+        "completed": completed,
+        "failed": len(rows) - completed,
+        "common_overrides": common,
+        "metrics": columns,
+        "rows": rows,
         "files": {name: str(sweep_dir / name) for name in OUTPUT_FILES},
     }
 
@@ -143,13 +150,17 @@ def format_table(summary: dict) -> str:
 
 
 def failures(summary: dict) -> list[str]:
-    return [f"job {row['job']} ({_cell(row['overrides']) or 'no overrides'}): {row['status']}: {row['error']}"
-            for row in summary["rows"] if row["status"] != "completed"]
+    return [
+        f"job {row['job']} ({_cell(row['overrides']) or 'no overrides'}): {row['status']}: {row['error']}"
+        for row in summary["rows"]
+        if row["status"] != "completed"
+    ]
 
 
 def headline(summary: dict) -> str:
-    return (f"{summary['sweep_dir']}: {summary['jobs']} jobs, {summary['completed']} completed, "
-            f"{summary['failed']} failed")
+    return (
+        f"{summary['sweep_dir']}: {summary['jobs']} jobs, {summary['completed']} completed, {summary['failed']} failed"
+    )
 
 
 def write_csv(summary: dict, path: Path) -> None:
@@ -159,7 +170,9 @@ def write_csv(summary: dict, path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         for row in summary["rows"]:
-            writer.writerow(["" if row[k] is None else (" ".join(row[k]) if k == "overrides" else row[k]) for k in header])
+            writer.writerow(
+                ["" if row[k] is None else (" ".join(row[k]) if k == "overrides" else row[k]) for k in header]
+            )
 
 
 def write_markdown(summary: dict, path: Path) -> None:
@@ -188,11 +201,14 @@ def plot(summary: dict, path: Path) -> None:
     cols = min(4, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
-    for ax in axes.flat[len(metrics):]:
+    for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, metrics):
-        points = sorted((row["beta"] if by_beta else int(row["job"]) if row["job"].isdigit() else i, row[metric])
-                        for i, row in enumerate(done) if row[metric] is not None)
+        points = sorted(
+            (row["beta"] if by_beta else int(row["job"]) if row["job"].isdigit() else i, row[metric])
+            for i, row in enumerate(done)
+            if row[metric] is not None
+        )
         if points:
             xs, ys = zip(*points)
             ax.plot(xs, ys, "o-" if beta_only and len(set(xs)) == len(xs) else "o")

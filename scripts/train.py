@@ -18,27 +18,31 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from transformers import set_seed
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from recipes import load_recipe  # noqa: E402
-from recipes.adapters import build_policy_and_reference, quantization_config, reference_for_evaluation  # noqa: E402
-from recipes.callbacks import build_callbacks  # noqa: E402
-from recipes.data import load_splits  # noqa: E402
-from recipes.distributed import is_main_process, quiet_other_ranks, undo_evaluation_preparation  # noqa: E402
-from recipes.data.cache import on_disk  # noqa: E402
-from recipes.data.checks import drop_unusable  # noqa: E402
-from recipes.data.report import log_summary  # noqa: E402
-from recipes.checkpoints import resolve_resume  # noqa: E402
-from recipes.errors import RecipeError, RunInterrupted  # noqa: E402
-from recipes.evaluation import evaluate_after_training  # noqa: E402
-from recipes.memory import dry_run, fit_hardware  # noqa: E402
-from recipes.models import check_available, load_tokenizer, pick_precision  # noqa: E402
-from recipes.run_files import (  # noqa: E402
-    LOG_HISTORY_FILE, METRICS_FILE, MODEL_DIR, evaluate_before_training, refuse_existing_run, save_config, write_json,
+from prefopt.adapters import build_policy_and_reference, quantization_config, reference_for_evaluation
+from prefopt.callbacks import build_callbacks
+from prefopt.checkpoints import resolve_resume
+from prefopt.data import load_splits
+from prefopt.data.cache import on_disk
+from prefopt.data.checks import drop_unusable
+from prefopt.data.report import log_summary
+from prefopt.distributed import is_main_process, quiet_other_ranks, undo_evaluation_preparation
+from prefopt.errors import RecipeError, RunInterrupted
+from prefopt.evaluation import evaluate_after_training
+from prefopt.memory import dry_run, fit_hardware
+from prefopt.models import check_available, load_tokenizer, pick_precision
+from prefopt.recipe import load_recipe
+from prefopt.run_files import (
+    LOG_HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    evaluate_before_training,
+    refuse_existing_run,
+    save_config,
+    write_json,
 )
-from recipes.tracking import finish_wandb, start_wandb  # noqa: E402
-from recipes.trl_args import run_name  # noqa: E402
-from recipes.validation import check_sections, validate  # noqa: E402
+from prefopt.tracking import finish_wandb, start_wandb
+from prefopt.trl_args import run_name
+from prefopt.validation import check_sections, validate
 
 log = logging.getLogger("train")
 
@@ -69,8 +73,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     set_seed(cfg.train.seed)  # LoRA initialization, dropout and data order: the same run for the same seed
     callbacks = build_callbacks(cfg)
     trainer = recipe.build_trainer(
-        cfg, model=model, ref_model=ref_model, tokenizer=tokenizer,
-        train_dataset=train_data, eval_dataset=eval_data, peft_config=peft_config, callbacks=callbacks,
+        cfg,
+        model=model,
+        ref_model=ref_model,
+        tokenizer=tokenizer,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        peft_config=peft_config,
+        callbacks=callbacks,
     )
     before = evaluate_before_training(trainer, run_dir) if cfg.eval_before_training else {}
     undo_evaluation_preparation(trainer)  # else DDP skips its gradient sync when no reference model was prepared
@@ -90,10 +100,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         log.error("%s: model/ not saved; complete checkpoints in %s are the last good weights", status, run_dir)
 
     metrics = {
-        "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name, "peft": cfg.peft.name,
-        "beta": cfg.method.get("beta"), "precision": precision, "status": status,
-        **train_metrics, **after,
-        "before_training": before, "wall_time_s": round(time.time() - started, 1),
+        "method": cfg.method.name,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "peft": cfg.peft.name,
+        "beta": cfg.method.get("beta"),
+        "precision": precision,
+        "status": status,
+        **train_metrics,
+        **after,
+        "before_training": before,
+        "wall_time_s": round(time.time() - started, 1),
     }
     write_json(run_dir / METRICS_FILE, metrics)
     write_json(run_dir / LOG_HISTORY_FILE, {"log_history": trainer.state.log_history})

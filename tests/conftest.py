@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
 
-from recipes import config as recipes_config
+from prefopt import config as recipes_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -46,10 +45,16 @@ def run_train(*overrides: str, check: bool = True, env: dict | None = None) -> s
     """The real entry point, in a fresh process, as `make train-<method>` runs it."""
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train.py"), *overrides],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 

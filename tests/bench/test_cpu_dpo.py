@@ -13,8 +13,14 @@ ROWS = ("recipe", "plain_trl", "floor")
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "bench" / "cpu_dpo.py"), "--model", "tiny-random", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=600, check=True)
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cpu_dpo.py"), "--model", "tiny-random", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
 
 
 def test_json_has_three_rows_and_their_ratios():
@@ -33,7 +39,9 @@ def test_json_has_three_rows_and_their_ratios():
     setups = result["ragged"]["setups"]
     fraction = {name: setup["mean_batch_fraction"] for name, setup in setups.items()}
     # TRL's layout: grouping helps but cannot beat each pair's own fraction; shared-prompt rows go past it.
-    assert fraction["random"] < 0.7 < 0.85 < fraction["group_by_length"] <= result["ragged"]["pair_bound"] + 1e-9, setups
+    assert fraction["random"] < 0.7 < 0.85 < fraction["group_by_length"] <= result["ragged"]["pair_bound"] + 1e-9, (
+        setups
+    )
     assert fraction["group_by_length+shared"] > max(0.9, result["ragged"]["pair_bound"]), setups
     assert setups["random"]["positions_vs_trl"] == 1
     assert setups["group_by_length+shared"]["positions_vs_trl"] < 0.7 * setups["group_by_length"]["positions_vs_trl"]

@@ -20,8 +20,18 @@ def gpu_bench():
 
 def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, monkeypatch, capsys):
     out = tmp_path / "rows.jsonl"
-    names = ["plain", "recipe", "plain+no_ckpt", "plain+ckpt_half", "plain+micro1", "plain+share_prompt",
-             "plain+ref_precomputed", "plain+liger", "plain+share_prompt+micro1+no_ckpt", "recipe+ref_precomputed"]
+    names = [
+        "plain",
+        "recipe",
+        "plain+no_ckpt",
+        "plain+ckpt_half",
+        "plain+micro1",
+        "plain+share_prompt",
+        "plain+ref_precomputed",
+        "plain+liger",
+        "plain+share_prompt+micro1+no_ckpt",
+        "recipe+ref_precomputed",
+    ]
     monkeypatch.setattr(sys, "argv", ["gpu_dpo.py", *TINY_ARGS, "--rows", ",".join(names), "--out", str(out)])
     gpu_bench.main()
     printed = capsys.readouterr().out
@@ -32,8 +42,11 @@ def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, mon
     assert "liger" in rows["plain+liger"]["error"].lower()
     assert "plain+liger" in printed and "failed" in printed
     # (decoder layers trained with checkpointing, as the trainer set them; micro-batch; accumulation; shared rows)
-    settings = {name: (r["checkpointed_layers"], r["micro_batch"], r["accumulation"], r["share_prompt"])
-                for name, r in rows.items() if "error" not in r}
+    settings = {
+        name: (r["checkpointed_layers"], r["micro_batch"], r["accumulation"], r["share_prompt"])
+        for name, r in rows.items()
+        if "error" not in r
+    }
     assert settings == {
         "plain": ("2/2", 4, 1, False),  # TRL's defaults
         # The recipe: shared-prompt rows, and the preset's choice for a tiny model in 40 GiB: 4 x 1, no checkpointing.
@@ -47,7 +60,9 @@ def test_rows_with_their_settings_and_the_same_training(gpu_bench, tmp_path, mon
         "recipe+ref_precomputed": ("0/2", 4, 1, True),
     }
     switched_on = {name: r["trl_switches"] for name, r in rows.items() if r.get("trl_switches")}
-    assert switched_on == {name: ["precompute_ref_log_probs"] for name in ("plain+ref_precomputed", "recipe+ref_precomputed")}
+    assert switched_on == {
+        name: ["precompute_ref_log_probs"] for name in ("plain+ref_precomputed", "recipe+ref_precomputed")
+    }
     plain = rows["plain"]
     for name in settings:
         row = rows[name]
@@ -73,7 +88,8 @@ def test_rows_release_their_model(gpu_bench):
 
     before = live_models()
     for row in ("plain", "recipe", "plain+liger"):  # the last fails: its model must go too
-        result = gpu_bench.run(row, "lora", steps=3, pairs_per_step=4, prompt_len=8, answer_len=8,
-                               shape=gpu_bench.TINY, budget_gib=40)
+        result = gpu_bench.run(
+            row, "lora", steps=3, pairs_per_step=4, prompt_len=8, answer_len=8, shape=gpu_bench.TINY, budget_gib=40
+        )
         assert ("error" in result) == (row == "plain+liger"), result
         assert live_models() == before, row

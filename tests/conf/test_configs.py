@@ -3,9 +3,9 @@
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from recipes import load_recipe
-from recipes.adapters import lora_config
-from recipes.validation import validate
+from prefopt.adapters import lora_config
+from prefopt.recipe import load_recipe
+from prefopt.validation import validate
 from tests.conftest import CONF, compose_config
 
 GROUPS = ["method", "model", "dataset", "peft", "logger", "hardware"]
@@ -29,8 +29,16 @@ def test_every_option_composes_and_builds_its_trl_config(group, option):
 
 def test_required_groups_exist():
     assert {"dpo", "ipo", "kto", "orpo"} <= set(options("method"))
-    assert {"smollm2-135m", "tiny-random", "llama3-8b", "llama3.1-8b-instruct", "mistral-7b-instruct",
-            "qwen2.5-0.5b-instruct", "qwen2.5-7b-instruct", "zephyr-7b-sft"} <= set(options("model"))
+    assert {
+        "smollm2-135m",
+        "tiny-random",
+        "llama3-8b",
+        "llama3.1-8b-instruct",
+        "mistral-7b-instruct",
+        "qwen2.5-0.5b-instruct",
+        "qwen2.5-7b-instruct",
+        "zephyr-7b-sft",
+    } <= set(options("model"))
     assert {"builtin", "hh-rlhf", "ultrafeedback"} <= set(options("dataset"))
     assert {"none", "lora", "qlora"} <= set(options("peft"))
     assert {"wandb", "none"} <= set(options("logger"))
@@ -39,7 +47,12 @@ def test_required_groups_exist():
 def test_default_is_dpo_lora_on_the_embedded_model():
     cfg = compose_config()
     assert (cfg.method.name, cfg.model.name, cfg.dataset.name, cfg.peft.name, cfg.logger.name) == (
-        "dpo", "smollm2-135m", "builtin", "lora", "wandb")
+        "dpo",
+        "smollm2-135m",
+        "builtin",
+        "lora",
+        "wandb",
+    )
 
 
 def test_misspelled_key_is_an_error_not_ignored():
@@ -50,9 +63,16 @@ def test_misspelled_key_is_an_error_not_ignored():
 
 
 def test_contract_overrides_apply():
-    cfg = compose_config("method.beta=0.05", "train.max_steps=20", "train.learning_rate=1e-5",
-                         "train.per_device_train_batch_size=2", "train.seed=7", "dataset.max_train_samples=10",
-                         "peft.r=8", "logger=none")
+    cfg = compose_config(
+        "method.beta=0.05",
+        "train.max_steps=20",
+        "train.learning_rate=1e-5",
+        "train.per_device_train_batch_size=2",
+        "train.seed=7",
+        "dataset.max_train_samples=10",
+        "peft.r=8",
+        "logger=none",
+    )
     assert (cfg.method.beta, cfg.train.max_steps, cfg.train.learning_rate, cfg.train.seed) == (0.05, 20, 1e-5, 7)
     assert (cfg.train.per_device_train_batch_size, cfg.dataset.max_train_samples, cfg.peft.r) == (2, 10, 8)
     assert cfg.logger.name == "none"

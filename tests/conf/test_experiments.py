@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from recipes import load_recipe
-from recipes.adapters import lora_config
-from recipes.validation import validate
+from prefopt.adapters import lora_config
+from prefopt.recipe import load_recipe
+from prefopt.validation import validate
 from tests.conftest import CONF, compose_config
 
 EXPERIMENTS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
@@ -47,7 +47,11 @@ def test_header_gives_the_source_and_a_command_that_keeps_the_experiments_method
 def test_zephyr_qlora_follows_the_handbook_recipe():
     cfg = compose_config("experiment=zephyr-dpo-qlora")
     assert (cfg.method.name, cfg.model.name, cfg.dataset.name, cfg.peft.name) == (
-        "dpo", "zephyr-7b-sft", "ultrafeedback", "qlora")
+        "dpo",
+        "zephyr-7b-sft",
+        "ultrafeedback",
+        "qlora",
+    )
     assert (cfg.method.beta, cfg.train.learning_rate, cfg.peft.r, cfg.peft.lora_alpha) == (0.01, 5e-6, 128, 128)
     assert cfg.peft.load_in_4bit and cfg.train.num_train_epochs == 1 and cfg.train.max_steps == -1
 

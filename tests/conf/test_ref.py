@@ -2,7 +2,7 @@
 
 import pytest
 
-from recipes import load_recipe
+from prefopt.recipe import load_recipe
 from tests.conftest import CONF, compose_config
 
 

@@ -17,8 +17,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from recipes import load_recipe
-from recipes.validation import validate
+from prefopt.recipe import load_recipe
+from prefopt.validation import validate
 from tests.conftest import CONF, REPO, compose_config
 
 DOC = REPO / "docs" / "methods.md"
@@ -29,8 +29,9 @@ METHODS = sorted(path.stem for path in (CONF / "method").glob("*.yaml"))
 def doc_commands(text: str) -> list[str]:
     """`make ...` lines of fenced code blocks, then `make ...` inline code spans, each once, in page order."""
     fence = re.compile(r"^```[^\n]*\n(.*?)^```", flags=re.S | re.M)
-    commands = [line.strip() for block in fence.findall(text) for line in block.splitlines()
-                if line.strip().startswith("make ")]
+    commands = [
+        line.strip() for block in fence.findall(text) for line in block.splitlines() if line.strip().startswith("make ")
+    ]
     commands += re.findall(r"`(make [^`]+)`", fence.sub("", text))
     return list(dict.fromkeys(commands))
 
@@ -53,8 +54,10 @@ def launcher_args(command: str) -> list[str] | None:
         return None
     ignored = sorted(set(variables) - {*MAKE_VARIABLES, "ARGS"})
     if ignored:
-        raise ValueError(f"make would silently ignore {', '.join(ignored)}=: train-% reads only "
-                         f"{'=, '.join(MAKE_VARIABLES)}= and ARGS=")
+        raise ValueError(
+            f"make would silently ignore {', '.join(ignored)}=: train-% reads only "
+            f"{'=, '.join(MAKE_VARIABLES)}= and ARGS="
+        )
     args = [f"method={target.removeprefix('train-')}"]
     args += [f"{name}={variables[name]}" for name in MAKE_VARIABLES if variables.get(name)]
     return args + shlex.split(variables.get("ARGS", ""))  # $(ARGS) reaches the shell unquoted: split into words
@@ -65,8 +68,10 @@ def jobs(args: list[str]) -> list[list[str]]:
     if not {"-m", "--multirun"} & set(args):
         return [args]
     overrides = OverridesParser.create().parse_overrides([a for a in args if a not in ("-m", "--multirun")])
-    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in overrides]
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in overrides
+    ]
     return [list(job) for job in itertools.product(*choices)]
 
 
@@ -91,15 +96,18 @@ def test_every_make_command_in_the_page_composes(command):
     check_command(command)
 
 
-@pytest.mark.parametrize("command", [
-    'make train-dpo ARGS="method.betta=0.1"',            # misspelled key
-    "make train-nope",                                    # no such method
-    "make train-dpo beta=0.05",                           # a variable make ignores: trains with the default
-    'make train-simpo ARGS="method.beta=-1"',             # composes, but the launcher refuses it
-    'make train-orpo ARGS="+method.max_prompt_length=9"', # composes, but ORPOConfig has no such field
-    'make train-dpo ARGS="-m method.beta=0.1,-0.5"',      # one job of the sweep is invalid
-    "make tset",                                          # no such target
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        'make train-dpo ARGS="method.betta=0.1"',  # misspelled key
+        "make train-nope",  # no such method
+        "make train-dpo beta=0.05",  # a variable make ignores: trains with the default
+        'make train-simpo ARGS="method.beta=-1"',  # composes, but the launcher refuses it
+        'make train-orpo ARGS="+method.max_prompt_length=9"',  # composes, but ORPOConfig has no such field
+        'make train-dpo ARGS="-m method.beta=0.1,-0.5"',  # one job of the sweep is invalid
+        "make tset",  # no such target
+    ],
+)
 def test_a_broken_command_fails_with_the_command_named(command):
     with pytest.raises(AssertionError, match=re.escape(command)):
         check_command(command)
@@ -110,8 +118,13 @@ def test_translation_matches_what_the_launcher_composes():
     single = [c for c in COMMANDS if (args := launcher_args(c)) and "-m" not in args]
     command = max(single, key=lambda c: len(launcher_args(c)))  # the one with the most overrides
     args = launcher_args(command)
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args, "--cfg", "job"],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *args, "--cfg", "job"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, f"`{command}` -> scripts/train.py {' '.join(args)}:\n{result.stderr[-3000:]}"
     cfg = compose_config(*args)
     with open_dict(cfg):

@@ -5,7 +5,7 @@ import math
 import pytest
 from trl.experimental.cpo import CPOConfig
 
-from recipes import load_recipe
+from prefopt.recipe import load_recipe
 from tests.conftest import FAST, compose_config, read_run, run_train
 
 

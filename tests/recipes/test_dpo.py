@@ -7,10 +7,10 @@ import torch
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
+from prefopt.adapters import lora_config
+from prefopt.data import load_splits
+from prefopt.models import load_model, load_tokenizer
 from recipes import dpo
-from recipes.adapters import lora_config
-from recipes.data import load_splits
-from recipes.models import load_model, load_tokenizer
 from tests.conftest import compose_config
 
 TINY = ["model=tiny-random", "logger=none", "dataset.num_train=16", "dataset.num_eval=8"]
@@ -20,8 +20,11 @@ def one_step(trainer_class, cfg, train):
     """Loss, logged metrics and LoRA gradients of one training batch, from the same weights for both classes."""
     torch.manual_seed(0)  # the same LoRA initialization
     trainer = trainer_class(
-        model=load_model(cfg.model, "fp32", seed=0), args=dpo.build_config(cfg), train_dataset=train,
-        processing_class=load_tokenizer(cfg.model), peft_config=lora_config(cfg.peft),
+        model=load_model(cfg.model, "fp32", seed=0),
+        args=dpo.build_config(cfg),
+        train_dataset=train,
+        processing_class=load_tokenizer(cfg.model),
+        peft_config=lora_config(cfg.peft),
     )
     with torch.no_grad():  # LoRA's B starts at zero: move it so the policy differs from the reference
         generator = torch.Generator().manual_seed(1)
@@ -45,8 +48,19 @@ def test_recipe_trainer_gives_trls_loss_rewards_and_gradients(method):
     assert abs(trl_loss - math.log(2)) > 1e-3  # policy and reference really differ
     assert loss == pytest.approx(trl_loss, abs=1e-5)
     assert metrics.keys() == trl_metrics.keys()
-    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                "logps/rejected", "entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy", "num_tokens"):
+    for key in (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "entropy",
+        "logits/chosen",
+        "logits/rejected",
+        "mean_token_accuracy",
+        "num_tokens",
+    ):
         assert metrics[key] == pytest.approx(trl_metrics[key], abs=1e-5), key
     assert grads.keys() == trl_grads.keys()
     for name in grads:
@@ -58,17 +72,26 @@ def ragged_pairs() -> Dataset:
     """1024 plain-text pairs with lognormal lengths (the tiny tokenizer: one character is one token)."""
     generator = torch.Generator().manual_seed(0)
     lengths = (torch.tensor([90.0, 60.0, 55.0]) * torch.exp(0.8 * torch.randn(1024, 3, generator=generator))).long() + 1
-    return Dataset.from_list([{"prompt": "p" * int(p), "chosen": "c" * int(c), "rejected": "r" * int(r)}
-                              for p, c, r in lengths.tolist()])
+    return Dataset.from_list(
+        [{"prompt": "p" * int(p), "chosen": "c" * int(c), "rejected": "r" * int(r)} for p, c, r in lengths.tolist()]
+    )
 
 
 def recipe_trainer(ragged, strategy):
     """TRL's row layout (shared-prompt rows: tests/recipes/test_shared_prompt.py)."""
-    cfg = compose_config(*TINY, "train.max_length=1024", f"+train.train_sampling_strategy={strategy}",
-                         "method.share_prompt=false")
-    return dpo.build_trainer(cfg, model=load_model(cfg.model, "fp32"), ref_model=None, tokenizer=load_tokenizer(cfg.model),
-                             train_dataset=ragged, eval_dataset=ragged.select(range(20)), peft_config=lora_config(cfg.peft),
-                             callbacks=[])
+    cfg = compose_config(
+        *TINY, "train.max_length=1024", f"+train.train_sampling_strategy={strategy}", "method.share_prompt=false"
+    )
+    return dpo.build_trainer(
+        cfg,
+        model=load_model(cfg.model, "fp32"),
+        ref_model=None,
+        tokenizer=load_tokenizer(cfg.model),
+        train_dataset=ragged,
+        eval_dataset=ragged.select(range(20)),
+        peft_config=lora_config(cfg.peft),
+        callbacks=[],
+    )
 
 
 def non_pad_fraction(trainer) -> float:
@@ -89,16 +112,26 @@ def test_group_by_length_pads_less_than_trls_random_batches(ragged_pairs):
     grouped_fraction = non_pad_fraction(grouped)
     # TRL pads each pair's shorter answer to the longer one, so no sampler beats every pair's own fraction.
     tokenized = grouped.train_dataset
-    per_pair = [(2 * len(p) + len(c) + len(r)) / (2 * (len(p) + max(len(c), len(r))))
-                for p, c, r in zip(tokenized["prompt_ids"], tokenized["chosen_ids"], tokenized["rejected_ids"])]
+    per_pair = [
+        (2 * len(p) + len(c) + len(r)) / (2 * (len(p) + max(len(c), len(r))))
+        for p, c, r in zip(tokenized["prompt_ids"], tokenized["chosen_ids"], tokenized["rejected_ids"])
+    ]
     bound = sum(per_pair) / len(per_pair)
-    assert grouped_fraction > bound - 0.03 and grouped_fraction > random_fraction + 0.3, (random_fraction, grouped_fraction, bound)
+    assert grouped_fraction > bound - 0.03 and grouped_fraction > random_fraction + 0.3, (
+        random_fraction,
+        grouped_fraction,
+        bound,
+    )
     assert len(list(grouped.get_eval_dataloader())) == 2  # evaluation still loads (sequentially)
 
 
 def test_pair_lengths_are_prompt_plus_longer_answer_capped_at_max_length():
-    rows = Dataset.from_list([{"prompt_ids": [1] * 5, "chosen_ids": [2] * 3, "rejected_ids": [3] * 7},
-                              {"prompt_ids": [1] * 9, "chosen_ids": [2] * 4, "rejected_ids": [3] * 1}])
+    rows = Dataset.from_list(
+        [
+            {"prompt_ids": [1] * 5, "chosen_ids": [2] * 3, "rejected_ids": [3] * 7},
+            {"prompt_ids": [1] * 9, "chosen_ids": [2] * 4, "rejected_ids": [3] * 1},
+        ]
+    )
     assert dpo.pair_lengths(rows, None) == [12, 13]
     assert dpo.pair_lengths(rows, 12) == [12, 12]
     # One shared-prompt row per pair: the prompt once, both answers, each answer truncated with its prompt.
@@ -116,8 +149,13 @@ def test_plain_trl_fails_with_group_by_length(ragged_pairs):
     """Why the recipe has its own sampler: TRL 1.16's DPOTrainer leaves it to transformers, which needs input_ids."""
     args = DPOConfig(output_dir="/tmp/plain-trl", bf16=False, train_sampling_strategy="group_by_length", report_to=[])
     cfg = compose_config(*TINY)
-    trainer = DPOTrainer(model=load_model(cfg.model, "fp32"), args=args, train_dataset=ragged_pairs.select(range(16)),
-                         processing_class=load_tokenizer(cfg.model), peft_config=lora_config(cfg.peft))
+    trainer = DPOTrainer(
+        model=load_model(cfg.model, "fp32"),
+        args=args,
+        train_dataset=ragged_pairs.select(range(16)),
+        processing_class=load_tokenizer(cfg.model),
+        peft_config=lora_config(cfg.peft),
+    )
     with pytest.raises(ValueError, match="input_ids"):
         trainer.get_train_dataloader()
 
@@ -130,8 +168,13 @@ def test_precomputed_reference_log_probs_come_from_the_completion_head(chunked_h
     logps = {}
     for trainer_class in (dpo.RecipeDPOTrainer, DPOTrainer):
         calls.clear()
-        trainer = trainer_class(model=load_model(cfg.model, "fp32", seed=0), args=dpo.build_config(cfg),
-                                train_dataset=train, processing_class=load_tokenizer(cfg.model), peft_config=lora_config(cfg.peft))
+        trainer = trainer_class(
+            model=load_model(cfg.model, "fp32", seed=0),
+            args=dpo.build_config(cfg),
+            train_dataset=train,
+            processing_class=load_tokenizer(cfg.model),
+            peft_config=lora_config(cfg.peft),
+        )
         logps[trainer_class] = (trainer.train_dataset["ref_chosen_logps"], len(calls))
     (trl_logps, trl_calls), (our_logps, our_calls) = logps[DPOTrainer], logps[dpo.RecipeDPOTrainer]
     assert trl_calls > 0 and our_calls == 0

@@ -16,8 +16,14 @@ from tests.conftest import REPO
 
 METHODS = ["dpo", "orpo"]
 OVERRIDES = [
-    "model=tiny-random", "logger=none", "train.max_steps=2", "dataset.num_train=16", "dataset.num_eval=8",
-    "eval_before_training=false", "eval_generation.max_prompts=6", "eval_generation.max_new_tokens=8",
+    "model=tiny-random",
+    "logger=none",
+    "train.max_steps=2",
+    "dataset.num_train=16",
+    "dataset.num_eval=8",
+    "eval_before_training=false",
+    "eval_generation.max_prompts=6",
+    "eval_generation.max_new_tokens=8",
 ]
 
 
@@ -28,9 +34,20 @@ def compared_runs() -> tuple[Path, dict, str]:
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # pytest's tmp_path cannot span two test files
     out = Path(scratch) / "out"
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "compare_methods.py"), "--methods", ",".join(METHODS),
-         "--out", str(out), "--json", *OVERRIDES],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "compare_methods.py"),
+            "--methods",
+            ",".join(METHODS),
+            "--out",
+            str(out),
+            "--json",
+            *OVERRIDES,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if result.returncode != 0:
         logs = "\n".join(p.read_text()[-3000:] for p in out.glob("*.log"))

@@ -4,8 +4,8 @@ import json
 import subprocess
 import sys
 
-from recipes.data import builtin
-from recipes.data.report import BOUNDARY_MARK
+from prefopt.data import builtin
+from prefopt.data.report import BOUNDARY_MARK
 from tests.conftest import REPO, load_script
 
 check_data = load_script("scripts/check_data.py")
@@ -14,7 +14,12 @@ check_data = load_script("scripts/check_data.py")
 def test_json_report_on_builtin_data_with_the_tiny_model(capsys):
     assert check_data.main(["model=tiny-random", "dataset.num_train=32", "dataset.num_eval=8", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert (report["dataset"], report["model"], report["method"], report["format"]) == ("builtin", "tiny-random", "dpo", "paired")
+    assert (report["dataset"], report["model"], report["method"], report["format"]) == (
+        "builtin",
+        "tiny-random",
+        "dpo",
+        "paired",
+    )
     assert (report["splits"]["train"]["rows"], report["splits"]["eval"]["rows"]) == (32, 8)
     assert report["splits"]["train"]["boundary_mismatches"] == 0 and report["eval_prompts_in_train"] == 0
     first = builtin.build_pairs(32, 8, seed=0)["train"][0]
@@ -23,8 +28,19 @@ def test_json_report_on_builtin_data_with_the_tiny_model(capsys):
 
 
 def test_method_and_train_overrides_change_the_report(capsys):
-    assert check_data.main(["model=tiny-random", "method=kto", "train.max_length=70", "dataset.num_train=8",
-                            "dataset.num_eval=4", "--json"]) == 0
+    assert (
+        check_data.main(
+            [
+                "model=tiny-random",
+                "method=kto",
+                "train.max_length=70",
+                "dataset.num_train=8",
+                "dataset.num_eval=4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     train = report["splits"]["train"]
     assert report["format"] == "unpaired" and train["rows"] == 16 and report["max_length"] == 70
@@ -40,9 +56,21 @@ def test_table_for_local_data_with_a_column_mapping(tmp_path, capsys):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     eval_path = tmp_path / "eval.jsonl"
     eval_path.write_text(json.dumps({"q": "dd", "good": "x", "bad": "y"}) + "\n")
-    assert check_data.main(["model=tiny-random", "dataset=local", f"dataset.path={path}", f"dataset.eval_path={eval_path}",
-                            "dataset.columns.prompt=q", "dataset.columns.chosen=good", "dataset.columns.rejected=bad",
-                            "train.max_length=10"]) == 0
+    assert (
+        check_data.main(
+            [
+                "model=tiny-random",
+                "dataset=local",
+                f"dataset.path={path}",
+                f"dataset.eval_path={eval_path}",
+                "dataset.columns.prompt=q",
+                "dataset.columns.chosen=good",
+                "dataset.columns.rejected=bad",
+                "train.max_length=10",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "Data check: dataset=local model=tiny-random method=dpo" in table
     assert "paired, plain text, train.max_length=10" in table
@@ -51,9 +79,25 @@ def test_table_for_local_data_with_a_column_mapping(tmp_path, capsys):
 
 
 def test_bad_input_exits_2_with_the_message_from_a_fresh_process(tmp_path):
-    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "check_data.py"), "model=tiny-random", "dataset=local",
-                          f"dataset.path={tmp_path / 'missing.jsonl'}"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "check_data.py"),
+            "model=tiny-random",
+            "dataset=local",
+            f"dataset.path={tmp_path / 'missing.jsonl'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "missing.jsonl: no such file or folder" in bad.stderr and bad.stdout == ""
-    typo = subprocess.run([sys.executable, str(REPO / "scripts" / "check_data.py"), "dataset.num_trian=3"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    typo = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "check_data.py"), "dataset.num_trian=3"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert typo.returncode == 2 and "num_trian" in typo.stderr

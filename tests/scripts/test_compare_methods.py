@@ -9,8 +9,17 @@ import pytest
 from tests.conftest import load_script
 from tests.scripts.compared_runs import METHODS, OVERRIDES, compared_runs
 
-HEADER = ["method", "beta", "status", "pass rate before", "pass rate after", "reward accuracy", "KL to reference",
-          "mean length (chars)", "wall time (s)"]
+HEADER = [
+    "method",
+    "beta",
+    "status",
+    "pass rate before",
+    "pass rate after",
+    "reward accuracy",
+    "KL to reference",
+    "mean length (chars)",
+    "wall time (s)",
+]
 
 
 def run_files(out, method):
@@ -57,11 +66,16 @@ def test_train_py_writes_eval_json_and_prints_before_and_after():
     assert dpo_eval["pairs"]["source"] == "trl (metrics.json)"
     assert dpo_eval["pairs"]["reward_accuracy"] == dpo_metrics["eval_rewards/accuracies"]
     _, orpo_eval, _ = run_files(out, "orpo")
-    assert orpo_eval["pairs"]["source"] == "recipes.evaluation" and orpo_eval["pairs"]["num_pairs"] == 8
+    assert orpo_eval["pairs"]["source"] == "prefopt.evaluation" and orpo_eval["pairs"]["num_pairs"] == 8
     log = (dpo_run / "train.log").read_text()
-    table = log[log.index("held-out evaluation (eval.json)"):]
-    for row in ("before (reference)", "after (policy)", "reward accuracy (8 pairs)", "pass rate (6 prompts, greedy)",
-                "KL(policy || reference)"):
+    table = log[log.index("held-out evaluation (eval.json)") :]
+    for row in (
+        "before (reference)",
+        "after (policy)",
+        "reward accuracy (8 pairs)",
+        "pass rate (6 prompts, greedy)",
+        "KL(policy || reference)",
+    ):
         assert row in table, row
 
 

@@ -3,7 +3,7 @@
 import json
 
 from tests.conftest import load_script
-from tests.recipes.test_evaluation import fake_lora_run
+from tests.prefopt.test_evaluation import fake_lora_run
 
 QUICK = ["eval_generation.max_prompts=6", "eval_generation.max_new_tokens=6", "dataset.num_eval=8"]
 
@@ -15,7 +15,7 @@ def test_json_output_equals_eval_json_and_wandb_gets_an_eval_run(tmp_path, capsy
     printed = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     assert printed == json.loads((run / "eval.json").read_text())
     assert printed["written_by"] == "scripts/evaluate.py" and printed["method"] == "dpo"
-    assert printed["pairs"]["num_pairs"] == 8 and printed["pairs"]["source"] == "recipes.evaluation"
+    assert printed["pairs"]["num_pairs"] == 8 and printed["pairs"]["source"] == "prefopt.evaluation"
     assert 0.0 <= printed["pairs"]["reward_accuracy"] <= 1.0 and printed["pairs"]["loss"] > 0
     generation = printed["generation"]
     assert generation["num_prompts"] == 6 and len(generation["samples"]) == 6
@@ -40,8 +40,13 @@ def test_existing_eval_json_is_kept_unless_forced_and_the_table_reports_samples(
 
     assert evaluate.main([str(run), "--force", "--num-samples", "2", "--temperature", "0.7"]) == 0
     table = capsys.readouterr().out
-    for row in ("reward accuracy (8 pairs)", "pass rate (6 prompts, greedy)", "KL(policy || reference)",
-                "win rate over reference (ties 1/2)", "pass rate (2 samples, T=0.7)"):
+    for row in (
+        "reward accuracy (8 pairs)",
+        "pass rate (6 prompts, greedy)",
+        "KL(policy || reference)",
+        "win rate over reference (ties 1/2)",
+        "pass rate (2 samples, T=0.7)",
+    ):
         assert row in table, row
     written = json.loads((run / "eval.json").read_text())
     assert written["generation"]["sampled"]["num_prompts"] == 12 and written["settings"]["temperature"] == 0.7

@@ -5,7 +5,7 @@ import math
 import pytest
 import yaml
 
-from recipes.errors import RecipeError
+from prefopt.errors import RecipeError
 from tests.conftest import FAST, load_script, read_run, run_train
 
 
@@ -20,8 +20,9 @@ def test_sweep_objective_returns_the_named_metric_or_names_what_exists():
 @pytest.mark.slow
 def test_two_optuna_trials_search_beta_and_learning_rate(tmp_path):
     sweep = tmp_path / "optuna"
-    run_train("hparams_search=dpo_optuna", *FAST, "train.max_steps=2", "hydra.sweeper.n_trials=2",
-              f"hydra.sweep.dir={sweep}")
+    run_train(
+        "hparams_search=dpo_optuna", *FAST, "train.max_steps=2", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"
+    )
     trials = [read_run(sweep / job) for job in ("0", "1")]
     for metrics, config in trials:
         assert metrics["status"] == "completed"

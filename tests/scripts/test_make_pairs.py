@@ -4,17 +4,29 @@ import json
 import subprocess
 import sys
 
-from recipes.data.local import read_pairs
+from prefopt.data.local import read_pairs
 from tests.conftest import REPO, read_run, run_train
-from tests.recipes.data.test_pairs import build_tiny_reward_model
+from tests.prefopt.data.test_pairs import build_tiny_reward_model
 
 # A random model never emits EOS: its answers are all cut off, so let them be chosen.
-FAST_PAIRS = ["model=tiny-random", "num_prompts=12", "num_samples=3", "max_new_tokens=10", "batch_size=6", "require_finished=false"]
+FAST_PAIRS = [
+    "model=tiny-random",
+    "num_prompts=12",
+    "num_samples=3",
+    "max_new_tokens=10",
+    "batch_size=6",
+    "require_finished=false",
+]
 
 
 def make_pairs(*args):
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "make_pairs.py"), *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_pairs.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
 
 
 def test_pairs_from_a_reward_model_train_with_dataset_local(tmp_path, run_dir):
@@ -34,8 +46,16 @@ def test_pairs_from_a_reward_model_train_with_dataset_local(tmp_path, run_dir):
     assert again.returncode == 2 and "already exists: pass --force" in again.stderr
     assert len(output.read_text().splitlines()) == len(rows)
 
-    run_train("method=dpo", "model=tiny-random", "logger=none", "train.max_steps=2", "dataset=local",
-              f"dataset.path={output}", "dataset.eval_fraction=0.25", f"hydra.run.dir={run_dir}")
+    run_train(
+        "method=dpo",
+        "model=tiny-random",
+        "logger=none",
+        "train.max_steps=2",
+        "dataset=local",
+        f"dataset.path={output}",
+        "dataset.eval_fraction=0.25",
+        f"hydra.run.dir={run_dir}",
+    )
     metrics, config = read_run(run_dir)
     assert metrics["status"] == "completed" and metrics["dataset"] == "local"
     assert config["dataset"]["path"] == str(output)

@@ -7,13 +7,17 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recipes.models import load_model
+from prefopt.models import load_model
 from tests.conftest import FAST, REPO, compose_config, run_train
 
 
 def _merge(*args):
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "merge.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "merge.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_merged_model_matches_the_adapter_and_carries_a_card(tmp_path):

@@ -22,8 +22,13 @@ def repo(tmp_path):
 
 
 def new_recipe(root, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(root / "scripts" / "new_recipe.py"), *args],
-                          cwd=root, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(root / "scripts" / "new_recipe.py"), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_copied_recipe_trains_with_no_further_wiring(repo, tmp_path):
@@ -35,19 +40,27 @@ def test_copied_recipe_trains_with_no_further_wiring(repo, tmp_path):
     original = yaml.safe_load((REPO / "conf" / "method" / "dpo.yaml").read_text())
     assert (config["name"], config["recipe"]) == ("my_dpo", "recipes.my_dpo")
     assert {k: v for k, v in config.items() if k not in ("name", "recipe")} == {
-        k: v for k, v in original.items() if k not in ("name", "recipe")}
-    assert (repo / "conf" / "method" / "my_dpo.yaml").read_text().startswith("# my_dpo: copied from conf/method/dpo.yaml")
+        k: v for k, v in original.items() if k not in ("name", "recipe")
+    }
+    assert (
+        (repo / "conf" / "method" / "my_dpo.yaml").read_text().startswith("# my_dpo: copied from conf/method/dpo.yaml")
+    )
     copied = (repo / "recipes" / "my_dpo.py").read_text()
     assert copied.endswith((REPO / "recipes" / "dpo.py").read_text())
 
     # A user's edit to the copy runs: the copy, not recipes/dpo.py, builds the trainer.
     marker = tmp_path / "my_dpo-was-used"
     (repo / "recipes" / "my_dpo.py").write_text(
-        copied + f"\nimport pathlib as _pathlib\n_pathlib.Path({str(marker)!r}).touch()\n")
+        copied + f"\nimport pathlib as _pathlib\n_pathlib.Path({str(marker)!r}).touch()\n"
+    )
     run_dir = tmp_path / "run"
     trained = subprocess.run(
         [sys.executable, str(repo / "scripts" / "train.py"), "method=my_dpo", *FAST, f"hydra.run.dir={run_dir}"],
-        cwd=repo, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""},
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": ""},
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -81,13 +94,16 @@ def test_only_the_config_existing_is_also_refused(repo):
     assert not (repo / "recipes" / "taken.py").exists(), "nothing is written when one target is taken"
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("my-dpo", "must be a Python identifier"),
-    ("2dpo", "must be a Python identifier"),
-    ("class", "must be a Python identifier"),
-    ("data", "recipes/data/ is a package"),
-    ("dpo", "is the method being copied"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("my-dpo", "must be a Python identifier"),
+        ("2dpo", "must be a Python identifier"),
+        ("class", "must be a Python identifier"),
+        ("data", "prefopt/data/ is a package"),
+        ("dpo", "is the method being copied"),
+    ],
+)
 def test_bad_names_are_refused_with_the_reason(repo, name, message):
     result = new_recipe(repo, "dpo", name)
     assert result.returncode == 2 and message in result.stderr and f"name={name}" in result.stderr

@@ -13,8 +13,9 @@ SCRIPT = REPO / "scripts" / "plot_frontier.py"
 
 def test_frontier_plot_and_csv_hold_each_runs_eval_json_values():
     sweep, _, _ = compared_runs()
-    result = subprocess.run([sys.executable, str(SCRIPT), str(sweep), "--json"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(sweep), "--json"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     png = (sweep / "frontier.png").read_bytes()
@@ -45,8 +46,13 @@ def write_run(run_dir, method, beta, seed, kl, pass_rate, reference_pass_rate=0.
 
 def test_seeds_of_one_beta_make_one_point_with_mean_and_standard_error(tmp_path):
     # A sweep over beta x seed, as `make sweep-beta seeds=1,2,3` lays it out: one numbered folder per job.
-    jobs = [(0.01, 1, 9.0, 0.25), (0.01, 2, 8.0, 0.1875), (0.01, 3, 10.0, 0.3125),
-            (0.5, 1, 3.0, 0.0625), (0.5, 2, 4.0, 0.0)]
+    jobs = [
+        (0.01, 1, 9.0, 0.25),
+        (0.01, 2, 8.0, 0.1875),
+        (0.01, 3, 10.0, 0.3125),
+        (0.5, 1, 3.0, 0.0625),
+        (0.5, 2, 4.0, 0.0),
+    ]
     for num, (beta, seed, kl, rate) in enumerate(jobs):
         write_run(tmp_path / str(num), "dpo", beta, seed, kl, rate)
     assert load_script("scripts/plot_frontier.py").main([str(tmp_path)]) == 0
@@ -69,14 +75,21 @@ def test_runs_are_grouped_by_method_as_well_as_beta(tmp_path):
     write_run(tmp_path / "0", "dpo", 0.1, 1, 5.0, 0.1)
     write_run(tmp_path / "1", "ipo", 0.1, 1, 6.0, 0.2)
     write_run(tmp_path / "2", "dpo", 0.1, 2, 7.0, 0.3)
-    points = load_script("scripts/plot_frontier.py").group_points(load_script("scripts/plot_frontier.py").read_points(tmp_path))
+    points = load_script("scripts/plot_frontier.py").group_points(
+        load_script("scripts/plot_frontier.py").read_points(tmp_path)
+    )
     assert [(p["method"], p["n"], p["runs"]) for p in points] == [("dpo", 2, ["0", "2"]), ("ipo", 1, ["1"])]
     assert points[1]["kl_se"] is None and points[1]["pass_rate_se"] is None
 
 
 def test_frontier_keeps_the_runs_nothing_beats_on_both_axes():
-    points = [{"kl": 0.5, "pass_rate": 0.2}, {"kl": 1.0, "pass_rate": 0.6}, {"kl": 2.0, "pass_rate": 0.5},
-              {"kl": 0.5, "pass_rate": 0.1}, {"kl": 3.0, "pass_rate": 0.9}]
+    points = [
+        {"kl": 0.5, "pass_rate": 0.2},
+        {"kl": 1.0, "pass_rate": 0.6},
+        {"kl": 2.0, "pass_rate": 0.5},
+        {"kl": 0.5, "pass_rate": 0.1},
+        {"kl": 3.0, "pass_rate": 0.9},
+    ]
     load_script("scripts/plot_frontier.py").mark_frontier(points)
     assert [p["on_frontier"] for p in points] == [True, True, False, False, True]
 

@@ -15,7 +15,9 @@ COLUMNS = ["train_loss", "eval_loss", "eval_rewards/accuracies", "eval_rewards/m
 
 
 def summarize(sweep, *args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(SCRIPT), str(sweep), *args], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(sweep), *args], capture_output=True, text=True, timeout=120
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -37,7 +39,9 @@ def test_summary_of_a_real_multirun_matches_each_jobs_metrics(tmp_path):
 
     rows = read_csv(sweep / "summary.csv")
     assert [(r["job"], r["overrides"], r["status"]) for r in rows] == [
-        ("0", "method.beta=0.05", "completed"), ("1", "method.beta=0.5", "completed")]
+        ("0", "method.beta=0.05", "completed"),
+        ("1", "method.beta=0.5", "completed"),
+    ]
     for row in rows:
         metrics = jobs[row["job"]]
         assert float(row["beta"]) == metrics["beta"]
@@ -78,17 +82,43 @@ def make_job(sweep, name, overrides, metrics=None, evaluation=None):
 def sweep_with_failures(tmp_path):
     sweep = tmp_path / "sweep"
     shared = ["model=tiny-random", "logger=none"]
-    make_job(sweep, "0", ["method.beta=0.1", *shared],
-             {"status": "completed", "beta": 0.1, "train_loss": 0.61, "eval_loss": 0.52, "eval_rewards/accuracies": 0.75,
-              "eval_rewards/margins": 1.25, "wall_time_s": 12.5},
-             evaluation={"pass_rate": 0.4, "kl": 0.031})
-    make_job(sweep, "1", ["method.beta=-1", *shared],
-             {"status": "failed", "error": "invalid config: method.beta=-1: must be > 0", "method": "dpo"})
+    make_job(
+        sweep,
+        "0",
+        ["method.beta=0.1", *shared],
+        {
+            "status": "completed",
+            "beta": 0.1,
+            "train_loss": 0.61,
+            "eval_loss": 0.52,
+            "eval_rewards/accuracies": 0.75,
+            "eval_rewards/margins": 1.25,
+            "wall_time_s": 12.5,
+        },
+        evaluation={"pass_rate": 0.4, "kl": 0.031},
+    )
+    make_job(
+        sweep,
+        "1",
+        ["method.beta=-1", *shared],
+        {"status": "failed", "error": "invalid config: method.beta=-1: must be > 0", "method": "dpo"},
+    )
     make_job(sweep, "2", ["method.beta=0.5", *shared])  # crashed before writing metrics.json
-    make_job(sweep, "10", ["method.beta=0.9", *shared],
-             {"status": "completed", "beta": 0.9, "train_loss": 0.7, "eval_loss": 0.69, "eval_rewards/accuracies": 0.5,
-              "eval_rewards/margins": 0.01, "wall_time_s": 11.0},
-             evaluation={"generation": {"pass_rate": {"policy": 0.25, "reference": 0.1}, "kl_policy_reference": 0.2}})
+    make_job(
+        sweep,
+        "10",
+        ["method.beta=0.9", *shared],
+        {
+            "status": "completed",
+            "beta": 0.9,
+            "train_loss": 0.7,
+            "eval_loss": 0.69,
+            "eval_rewards/accuracies": 0.5,
+            "eval_rewards/margins": 0.01,
+            "wall_time_s": 11.0,
+        },
+        evaluation={"generation": {"pass_rate": {"policy": 0.25, "reference": 0.1}, "kl_policy_reference": 0.2}},
+    )
     return sweep
 
 
@@ -103,14 +133,20 @@ def test_failed_jobs_are_rows_and_the_rest_is_still_summarized(sweep_with_failur
     assert [r["job"] for r in rows] == ["0", "1", "2", "10"]  # job order, not string order
     assert [r["status"] for r in rows] == ["completed", "failed", "failed", "completed"]
     assert (float(rows[0]["pass_rate"]), float(rows[0]["kl"]), float(rows[0]["eval_loss"])) == (0.4, 0.031, 0.52)
-    assert (float(rows[3]["pass_rate"]), float(rows[3]["kl"])) == (0.25, 0.2)  # recipes/evaluation.py's nesting
+    assert (float(rows[3]["pass_rate"]), float(rows[3]["kl"])) == (0.25, 0.2)  # prefopt/evaluation.py's nesting
     assert rows[1]["eval_loss"] == "" and rows[1]["pass_rate"] == ""
     assert float(rows[2]["beta"]) == 0.5  # read from the overrides when there is no metrics.json
     assert "must be > 0" in rows[1]["error"]
 
     summary = json.loads(summarize(sweep, "--json").stdout)
-    assert summary["metrics"] == ["train_loss", "eval_loss", "eval_rewards/accuracies", "eval_rewards/margins",
-                                  "pass_rate", "kl"]
+    assert summary["metrics"] == [
+        "train_loss",
+        "eval_loss",
+        "eval_rewards/accuracies",
+        "eval_rewards/margins",
+        "pass_rate",
+        "kl",
+    ]
     assert summary["common_overrides"] == ["model=tiny-random", "logger=none"]
     assert summary["rows"][0]["overrides"] == ["method.beta=0.1"]
     markdown = (sweep / "summary.md").read_text()
@@ -120,8 +156,13 @@ def test_failed_jobs_are_rows_and_the_rest_is_still_summarized(sweep_with_failur
 
 def test_eval_json_overrides_metrics_json(tmp_path):
     sweep = tmp_path / "sweep"
-    make_job(sweep, "0", ["method.beta=0.1"], {"status": "completed", "beta": 0.1, "eval_loss": 0.5, "pass_rate": 0.1},
-             evaluation={"pass_rate": 0.3})
+    make_job(
+        sweep,
+        "0",
+        ["method.beta=0.1"],
+        {"status": "completed", "beta": 0.1, "eval_loss": 0.5, "pass_rate": 0.1},
+        evaluation={"pass_rate": 0.3},
+    )
     rows = json.loads(summarize(sweep, "--json").stdout)["rows"]
     assert rows[0]["pass_rate"] == 0.3 and rows[0]["kl"] is None
 

@@ -9,7 +9,7 @@ import yaml
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from recipes.models import load_model
+from prefopt.models import load_model
 from tests.conftest import FAST, compose_config, read_run, run_train
 
 METHOD_METRICS = {
@@ -114,8 +114,14 @@ def test_qlora_trains_on_cpu(run_dir):
 
 
 def test_a_diverging_run_is_stopped_and_its_broken_weights_are_not_saved(run_dir):
-    run_train("method=dpo", *FAST, "train.max_steps=8", "train.learning_rate=1e30", "train.logging_steps=1",
-              f"hydra.run.dir={run_dir}")
+    run_train(
+        "method=dpo",
+        *FAST,
+        "train.max_steps=8",
+        "train.learning_rate=1e30",
+        "train.logging_steps=1",
+        f"hydra.run.dir={run_dir}",
+    )
     metrics, _ = read_run(run_dir)
     assert metrics["status"].startswith("stopped: non-finite training loss")
     assert not (run_dir / "model").exists() and not (run_dir / "eval.json").exists()

@@ -15,15 +15,15 @@ PROBE = textwrap.dedent("""
     import os, runpy, sys
     import torch
     from transformers import TrainerCallback
-    import recipes.callbacks
+    import prefopt.callbacks
 
     class DumpWeights(TrainerCallback):
         def on_train_end(self, args, state, control, model=None, **kwargs):
             weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
             torch.save(weights, os.path.join(os.environ["PROBE_DIR"], f"rank{os.environ['RANK']}.pt"))
 
-    build = recipes.callbacks.build_callbacks
-    recipes.callbacks.build_callbacks = lambda cfg: build(cfg) + [DumpWeights()]
+    build = prefopt.callbacks.build_callbacks
+    prefopt.callbacks.build_callbacks = lambda cfg: build(cfg) + [DumpWeights()]
     sys.argv = [os.path.join(os.environ["REPO"], "scripts", "train.py"), *sys.argv[1:]]
     runpy.run_path(sys.argv[0], run_name="__main__")
 """)
@@ -35,9 +35,25 @@ def train_on_two_ranks(tmp_path, *overrides: str) -> tuple[dict, dict]:
     probe.write_text(PROBE)
     env = {**os.environ, "PROBE_DIR": str(tmp_path), "REPO": str(REPO), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "conf/launcher/ddp.yaml",
-         "--num_processes", "2", str(probe), *FAST, "train.max_steps=3", "eval_generation.enabled=false", *overrides],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "conf/launcher/ddp.yaml",
+            "--num_processes",
+            "2",
+            str(probe),
+            *FAST,
+            "train.max_steps=3",
+            "eval_generation.enabled=false",
+            *overrides,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))

@@ -5,9 +5,9 @@ import math
 import torch
 from safetensors.torch import load_file
 
-from recipes.models import load_model
+from prefopt.models import load_model
 from tests.conftest import FAST, compose_config, read_run, run_train
-from tests.recipes.test_adapters import save_sft_adapter
+from tests.prefopt.test_adapters import save_sft_adapter
 from tests.scripts.test_train_distributed import train_on_two_ranks
 
 LN2_FLOAT32 = float(torch.tensor(math.log(2), dtype=torch.float32))
@@ -16,8 +16,14 @@ LN2_FLOAT32 = float(torch.tensor(math.log(2), dtype=torch.float32))
 def test_dpo_continues_an_sft_adapter_against_the_base_with_that_adapter(tmp_path):
     sft = save_sft_adapter(tmp_path / "sft")
     run_dir = tmp_path / "run"
-    run_train("method=dpo", *FAST, "ref=sft_adapter", f"ref.adapter_path={sft}", "eval_generation.max_prompts=4",
-              f"hydra.run.dir={run_dir}")
+    run_train(
+        "method=dpo",
+        *FAST,
+        "ref=sft_adapter",
+        f"ref.adapter_path={sft}",
+        "eval_generation.max_prompts=4",
+        f"hydra.run.dir={run_dir}",
+    )
     metrics, config = read_run(run_dir)
 
     # Policy == reference before training: every log-ratio is 0 and the loss is exactly ln 2. Against the bare
@@ -45,8 +51,15 @@ def test_dpo_against_a_separate_reference_model(tmp_path):
     cfg = compose_config("model=tiny-random")
     load_model(cfg.model, "fp32", seed=7).save_pretrained(tmp_path / "reference")
     run_dir = tmp_path / "run"
-    run_train("method=dpo", *FAST, "train.max_steps=2", "eval_generation.enabled=false", "ref=model",
-              f"ref.path={tmp_path / 'reference'}", f"hydra.run.dir={run_dir}")
+    run_train(
+        "method=dpo",
+        *FAST,
+        "train.max_steps=2",
+        "eval_generation.enabled=false",
+        "ref=model",
+        f"ref.path={tmp_path / 'reference'}",
+        f"hydra.run.dir={run_dir}",
+    )
     metrics, config = read_run(run_dir)
 
     assert metrics["status"] == "completed" and math.isfinite(metrics["eval_loss"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.checkpoints import COMPLETE_MARKER
+from prefopt.checkpoints import COMPLETE_MARKER
 from tests.conftest import FAST, REPO, read_run, run_train
 
 # Long enough to interrupt (40 steps), checkpoints every 10.
@@ -19,7 +19,10 @@ RESUMABLE = [*FAST, "train.max_steps=40", "dataset.num_train=64", "train.save_st
 def _start(*overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(REPO / "scripts" / "train.py"), *overrides],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -62,8 +65,14 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path)
 
 def test_sigterm_saves_a_checkpoint_and_exits_resumably(tmp_path):
     run_dir = tmp_path / "run"
-    process = _start(*FAST, "train.max_steps=100000", "dataset.num_train=64", "train.save_steps=100000",
-                     "train.logging_steps=1", f"hydra.run.dir={run_dir}")
+    process = _start(
+        *FAST,
+        "train.max_steps=100000",
+        "dataset.num_train=64",
+        "train.save_steps=100000",
+        "train.logging_steps=1",
+        f"hydra.run.dir={run_dir}",
+    )
     _wait_for(run_dir / "before_training.json", process)
     time.sleep(1.0)
     process.send_signal(signal.SIGTERM)
@@ -73,8 +82,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_resumably(tmp_path):
     checkpoints = [p for p in run_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()]
     assert len(checkpoints) == 1 and not (run_dir / "metrics.json").exists()
     step = int(checkpoints[0].name.split("-")[1])
-    run_train(*FAST, f"train.max_steps={step + 2}", "dataset.num_train=64", "train.resume=auto",
-              f"hydra.run.dir={run_dir}")
+    run_train(
+        *FAST, f"train.max_steps={step + 2}", "dataset.num_train=64", "train.resume=auto", f"hydra.run.dir={run_dir}"
+    )
     metrics, _ = read_run(run_dir)
     assert metrics["status"] == "completed" and max(_step_losses(run_dir)) == step + 2
 

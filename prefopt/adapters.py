@@ -1,0 +1,123 @@
+"""LoRA and QLoRA settings from `conf/peft/*.yaml`, as peft and bitsandbytes objects, and the policy and
+reference model that `conf/ref/*.yaml` asks for."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from prefopt.distributed import world_size
+from prefopt.errors import RecipeError
+from prefopt.models import TORCH_DTYPES, check_available, load_model
+
+log = logging.getLogger(__name__)
+
+
+def lora_config(peft_cfg: DictConfig):
+    """A peft.LoraConfig, or None for full-parameter training (peft=none)."""
+    if peft_cfg.name == "none":
+        return None
+    from peft import LoraConfig
+
+    target = peft_cfg.target_modules
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=peft_cfg.r,
+        lora_alpha=peft_cfg.lora_alpha,
+        lora_dropout=peft_cfg.lora_dropout,
+        target_modules=target if isinstance(target, str) else list(OmegaConf.to_container(target)),
+    )
+
+
+def quantization_config(peft_cfg: DictConfig, precision: str):
+    """4-bit nf4 weights for QLoRA; matmuls run in the training precision (bf16 on GPU, fp32 on CPU)."""
+    if not peft_cfg.get("load_in_4bit", False):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        log.warning("peft=qlora on CPU: 4-bit weights save memory here but train slower than peft=lora")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=peft_cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=peft_cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=TORCH_DTYPES[precision],
+    )
+
+
+def load_sft_adapter(model, adapter_path: str, trainable: bool = True):
+    """`model` wrapped as a PeftModel with the PEFT adapter at `adapter_path` as its 'default' adapter."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=trainable)
+
+
+def reference_model_config(cfg: DictConfig) -> DictConfig:
+    """cfg.model with its weights from ref.path; tokenizer, attention and dtype settings stay the policy's."""
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    spec.update(name=f"reference ({cfg.ref.path})", path=cfg.ref.path, init_config=None)
+    spec.update(gguf_package=None, gguf_file=None)
+    return OmegaConf.create(spec)
+
+
+def build_policy_and_reference(cfg: DictConfig, recipe, precision: str, quant_config=None):
+    """(policy, ref_model, peft_config) for the recipe's trainer, with the reference that cfg.ref names.
+
+    ref_model None means TRL needs no second model: the base with the adapter disabled (ref=base, LoRA), a frozen
+    'ref' copy of the SFT adapter inside the policy (ref=sft_adapter), or log-probs computed before training
+    (ref=precomputed). Under data parallelism TRL's adapter switching toggles requires_grad on the trained adapter,
+    which silently stops DDP's gradient sync, so there the reference is a separate frozen model.
+    """
+    choice = cfg.ref.name if cfg.get("ref") is not None else "base"
+    seed = cfg.train.seed
+    if choice == "model":
+        check_available(reference_model_config(cfg))  # fail before the policy loads, not after
+    model = load_model(cfg.model, precision, quant_config, seed=seed)
+    if not recipe.USES_REFERENCE:
+        return model, None, lora_config(cfg.peft)
+    if choice == "sft_adapter":
+        log.info("policy and reference start from the SFT adapter %s (its own r and targets)", cfg.ref.adapter_path)
+        model = load_sft_adapter(model, cfg.ref.adapter_path)
+        ref_model = None  # TRL copies the adapter into a frozen 'ref' adapter and switches to it
+        if world_size() > 1:  # TRL runs a separate reference only as a plain model: merge the adapter into it
+            base = load_model(cfg.model, precision, quant_config, seed=seed)
+            ref_model = load_sft_adapter(base, cfg.ref.adapter_path, trainable=False).merge_and_unload()
+            ref_model.requires_grad_(False)
+        return model, ref_model, None  # no peft_config: TRL refuses one next to a PeftModel
+    peft_config = lora_config(cfg.peft)
+    if choice == "model":
+        ref_model = load_model(reference_model_config(cfg), precision, quant_config, seed=seed)
+        _check_same_vocabulary(model, ref_model, cfg.ref.path)
+        return model, ref_model, peft_config
+    if choice == "precomputed":
+        return model, None, peft_config  # TRL runs the starting model once before training, then drops it
+    needs_copy = peft_config is None or world_size() > 1
+    return model, load_model(cfg.model, precision, quant_config, seed=seed) if needs_copy else None, peft_config
+
+
+def _check_same_vocabulary(model, ref_model, ref_path: str) -> None:
+    ours, theirs = (m.get_input_embeddings().num_embeddings for m in (model, ref_model))
+    if ours != theirs:
+        raise RecipeError(
+            f"ref.path={ref_path} has a vocabulary of {theirs} tokens, the policy {ours}: the reference must use the "
+            f"policy's tokenizer (pick a reference from the same model family)."
+        )
+
+
+def reference_for_evaluation(cfg: DictConfig, ref_model, device, precision: str, quant_config=None):
+    """The reference prefopt.evaluation measures against after training (on the built-in task only).
+
+    With ref=sft_adapter in one process the reference lives inside the policy as TRL's 'ref' adapter, which the
+    evaluation cannot switch to (it would disable adapters and measure against the bare base): load base + SFT
+    adapter again, frozen. Every other case evaluates against `ref_model` (None: the adapter disabled).
+    """
+    section = cfg.get("eval_generation")
+    evaluates = section is not None and section.get("enabled", False) and cfg.dataset.format == "builtin"
+    if ref_model is not None or not evaluates or cfg.get("ref") is None or cfg.ref.name != "sft_adapter":
+        return ref_model
+    base = load_model(cfg.model, precision, quant_config, seed=cfg.train.seed)
+    if quant_config is None:  # 4-bit weights were loaded onto the GPU already
+        base = base.to(device)
+    return load_sft_adapter(base, cfg.ref.adapter_path, trainable=False)

@@ -1,0 +1,269 @@
+"""Best-of-N preference pairs: sample N answers per prompt, score them, keep the best as chosen and the worst as rejected.
+
+A scoring function takes (prompt row, answers) and returns one float per answer: the built-in verifier
+(`verifier_scores`), a Hub reward model (`RewardModel`), or any function of that shape. Prompts whose answers
+all score the same (ties) carry no preference and are skipped. The output is the `dataset=local` JSONL format,
+so `dataset=local dataset.path=<output>` trains on it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from prefopt.data import builtin
+from prefopt.data.local import check_text, data_files, read_records
+from prefopt.errors import RecipeError
+
+Score = Callable[[dict, list[str]], list[float]]
+
+
+def builtin_prompts(num_prompts: int, seed: int = 0) -> list[dict]:
+    """Up to `num_prompts` distinct training prompts of the built-in task, kinds interleaved, with their verifier fields."""
+    rng = random.Random(seed + 2)
+    by_kind = {kind: [t for t in builtin.split_tasks(seed)["train"] if t.kind == kind] for kind in builtin.KINDS}
+    for tasks in by_kind.values():
+        rng.shuffle(tasks)
+    rows = []
+    for i in range(max(len(tasks) for tasks in by_kind.values())):
+        for kind in builtin.KINDS:
+            if i < len(by_kind[kind]) and len(rows) < num_prompts:
+                task = by_kind[kind][i]
+                rows.append(
+                    {
+                        "prompt": [{"role": "user", "content": task.prompt}],
+                        "kind": kind,
+                        "answer": task.answer,
+                        "n": task.n,
+                    }
+                )
+    return rows
+
+
+def read_prompts(path: str | Path, num_prompts: int | None = None) -> list[dict]:
+    """Prompts from a JSONL/CSV/Parquet file with a `prompt` field (a string or messages); other fields are kept."""
+    rows = []
+    for file in data_files(path):
+        for where, record in read_records(file):
+            if "prompt" not in record:
+                raise RecipeError(f"{where}: no 'prompt' field (found {', '.join(record) or 'none'}).")
+            prompt = check_text(record["prompt"], where, "'prompt'", is_completion=False)
+            if isinstance(prompt, str):
+                prompt = [{"role": "user", "content": prompt}]
+            rows.append({**record, "prompt": prompt})
+            if num_prompts and len(rows) == num_prompts:
+                return rows
+    if not rows:
+        raise RecipeError(f"{path}: no prompts.")
+    return rows
+
+
+def verifier_scores(row: dict, answers: list[str]) -> list[float]:
+    """1.0 for an answer the built-in verifier accepts, 0.5 for the right content in the wrong format, else 0.0.
+
+    The half credit matters: SmolLM2-135M almost never answers in the exact format (0 of 32 samples here), so a
+    pass/fail score ties on nearly every prompt, while "61, as 27 + 34 = 61" over "27 + 34 = 51" is a real preference.
+    """
+    if "kind" not in row or "answer" not in row:
+        raise RecipeError(
+            "the built-in verifier scores only built-in prompts (rows with kind/answer fields); "
+            "for your own prompts give a reward model: reward.model=<Hub id or folder>."
+        )
+    task = builtin.task_of(row)
+    return [1.0 if builtin.verify(task, a) else 0.5 if builtin.has_right_content(task, a) else 0.0 for a in answers]
+
+
+class RewardModel:
+    """A sequence-classification reward model (one logit per text) scoring prompt + answer through its chat template."""
+
+    def __init__(self, source: str, batch_size: int = 16, max_length: int = 1024, device: str | None = None):
+        from transformers import AutoModelForSequenceClassification
+
+        from prefopt.models import check_available, load_tokenizer
+
+        model_cfg = OmegaConf.create({"name": "reward.model", "path": source})
+        check_available(model_cfg)
+        self.tokenizer = load_tokenizer(model_cfg)  # ChatML when the reward model ships no template
+        self.model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32).eval()
+        if self.model.config.num_labels != 1:
+            raise RecipeError(
+                f"reward.model={source} has {self.model.config.num_labels} labels; a reward model has one score (num_labels=1)."
+            )
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.batch_size, self.max_length = batch_size, max_length
+
+    @torch.no_grad()
+    def __call__(self, row: dict, answers: list[str]) -> list[float]:
+        texts = [
+            self.tokenizer.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": a}], tokenize=False)
+            for a in answers
+        ]
+        scores = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=False,
+                return_tensors="pt",
+            ).to(self.device)
+            scores += self.model(**batch).logits[:, 0].float().tolist()
+        return scores
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[dict]],
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+) -> tuple[list[list[str]], list[list[bool]]]:
+    """`num_samples` sampled answers per prompt, and whether each ended by itself (EOS before max_new_tokens)."""
+    texts = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=False)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation appends on the right
+    try:
+        inputs = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt").to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    out = model.generate(
+        **inputs,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=num_samples,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    new_ids = out[:, inputs["input_ids"].shape[1] :]
+    answers = [a.strip() for a in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
+    ended = (new_ids == tokenizer.eos_token_id).any(dim=1).tolist()
+    per_prompt = lambda flat: [flat[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]  # noqa: E731
+    return per_prompt(answers), per_prompt(ended)
+
+
+def best_and_worst(
+    row: dict, answers: list[str], score: Score, finished: list[bool] | None = None
+) -> tuple[str, float, str, float] | None:
+    """(chosen, its score, rejected, its score), or None when under two distinct answers or no better finished one.
+
+    An answer cut off at max_new_tokens (`finished` False) may be rejected but never chosen: training would
+    teach the model to stop mid-sentence.
+    """
+    done: dict[str, bool] = {}
+    for answer, ended in zip(answers, finished or [True] * len(answers)):
+        if answer:
+            done[answer] = done.get(answer, False) or ended
+    distinct = list(done)
+    if len(distinct) < 2:
+        return None
+    scores = score(row, distinct)
+    candidates = [i for i, answer in enumerate(distinct) if done[answer]]
+    if not candidates:
+        return None
+    best = max(candidates, key=scores.__getitem__)
+    worst = min(range(len(distinct)), key=scores.__getitem__)
+    if scores[best] <= scores[worst]:
+        return None
+    return distinct[best], float(scores[best]), distinct[worst], float(scores[worst])
+
+
+def sample_pairs(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[dict],
+    score: Score = verifier_scores,
+    *,
+    num_samples: int = 4,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    require_finished: bool = True,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
+    """Pairs in the local JSONL format, and counts: prompts, pairs, ties (no finished answer scored above the
+    worst), too_few_distinct (under two distinct non-empty answers), empty and unfinished answers.
+    With `require_finished`, answers cut off at max_new_tokens are never chosen."""
+    if num_samples < 2:
+        raise RecipeError(f"num_samples={num_samples}: best-of-N needs at least 2 answers per prompt.")
+    torch.manual_seed(seed)
+    pairs, ties, too_few, empty, unfinished = [], 0, 0, 0, 0
+    chosen_scores, rejected_scores = [], []
+    bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        answers, ended = generate(
+            model, tokenizer, [row["prompt"] for row in batch], num_samples, max_new_tokens, temperature, top_p
+        )
+        for row, row_answers, row_ended in zip(batch, answers, ended):
+            empty += sum(not a for a in row_answers)
+            unfinished += sum(not e for e in row_ended)
+            if len(set(a for a in row_answers if a)) < 2:
+                too_few += 1
+                continue
+            picked = best_and_worst(row, row_answers, score, row_ended if require_finished else None)
+            if picked is None:
+                ties += 1
+                continue
+            chosen, chosen_score, rejected, rejected_score = picked
+            pairs.append(
+                {
+                    **row,
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    "chosen_score": chosen_score,
+                    "rejected_score": rejected_score,
+                }
+            )
+            chosen_scores.append(chosen_score)
+            rejected_scores.append(rejected_score)
+        bar.update(len(batch))
+        bar.set_postfix(pairs=len(pairs), ties=ties)
+    bar.close()
+    mean = lambda values: round(sum(values) / len(values), 4) if values else None  # noqa: E731
+    stats = {
+        "prompts": len(prompts),
+        "samples_per_prompt": num_samples,
+        "pairs": len(pairs),
+        "ties": ties,
+        "too_few_distinct": too_few,
+        "empty_answers": empty,
+        "unfinished_answers": unfinished,
+        "mean_chosen_score": mean(chosen_scores),
+        "mean_rejected_score": mean(rejected_scores),
+    }
+    return pairs, stats
+
+
+def refuse_overwrite(path: str | Path, force: bool) -> None:
+    if Path(path).exists() and not force:
+        raise RecipeError(f"{path} already exists: pass --force to overwrite it, or choose another output=.")
+
+
+def write_pairs(pairs: list[dict], path: str | Path, force: bool = False) -> Path:
+    """Write JSONL atomically (a killed run never leaves half a file) and refuse to overwrite without `force`."""
+    path = Path(path)
+    refuse_overwrite(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs)
+    partial.replace(path)
+    return path

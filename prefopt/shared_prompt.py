@@ -1,0 +1,178 @@
+"""One row per DPO pair: the prompt goes through the model once, for the chosen and the rejected answer together.
+
+TRL's DPOTrainer stacks a batch as [chosen rows; rejected rows], each row `prompt + answer`, right-padded to the
+longest: every prompt is computed twice and each pair's shorter answer is padded to the longer one. Attention is
+causal, so a prompt's hidden states are the same in both rows. While a trainer holds `shared_prompt_rows(batch)`,
+the backbone of a model patched with `add_shared_prompt_backbone` computes such a batch as one row per pair,
+`prompt + chosen + rejected`: the rejected answer's positions restart where the prompt ends and its tokens do not
+see the chosen ones. The hidden states are then put back in TRL's layout, so the LM head, the loss and every
+metric run unchanged on the same numbers (to float rounding; tests/recipes/test_shared_prompt.py). On the
+built-in data this computes 46% fewer positions per batch (README, Performance).
+
+Anything else (generation, a batch that is not such pairs, attention kernels that take no 4D mask, sliding-window
+or MoE models) goes through the backbone as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from dataclasses import dataclass
+
+import torch
+
+_ACTIVE: contextvars.ContextVar[SharedPromptRows | None] = contextvars.ContextVar("shared_prompt_rows", default=None)
+# Attention implementations that take a custom 4D mask as it is: sdpa a boolean one, eager an additive one.
+MASKABLE_ATTENTION = ("sdpa", "eager")
+PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
+
+
+@dataclass
+class SharedPromptRows:
+    """A batch of TRL pair rows and the same batch as one row per pair."""
+
+    input_ids: torch.Tensor  # TRL's [2B, L], to recognise the batch when the backbone is called
+    shared_ids: torch.Tensor  # [B, N]
+    position_ids: torch.Tensor  # [B, N]
+    segments: torch.Tensor  # [B, N]: PROMPT, CHOSEN, REJECTED or PAD
+    source: torch.Tensor  # [2B, L]: index into the flattened [B*N] shared rows, -1 at padding
+
+    @property
+    def positions_saved(self) -> float:
+        """Share of the positions TRL's layout computes that the shared rows do not."""
+        return 1 - self.shared_ids.numel() / self.input_ids.numel()
+
+    def attention_mask(self, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+        """[B, 1, N, N]: causal, the rejected answer blind to the chosen one; a padding position sees only itself
+        (a fully masked row would give NaN)."""
+        n = self.segments.shape[1]
+        query, key = self.segments.unsqueeze(2), self.segments.unsqueeze(1)
+        causal = torch.ones(n, n, dtype=torch.bool, device=self.segments.device).tril()
+        allowed = causal & (query != PAD) & ((key == PROMPT) | (key == query))
+        allowed |= torch.eye(n, dtype=torch.bool, device=self.segments.device)
+        allowed = allowed.unsqueeze(1)
+        if implementation == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
+
+    def to_pair_rows(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, N, H] hidden states of the shared rows -> TRL's [2B, L, H], zeros at padding."""
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        valid = self.source >= 0
+        return flat[self.source.clamp(min=0)] * valid.unsqueeze(-1).to(hidden.dtype)
+
+
+def share_prompts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+) -> SharedPromptRows | None:
+    """The shared layout of a DPO batch, or None if it is not right-padded [chosen; rejected] rows whose pairs
+    start with the same prompt followed by their answer."""
+    rows, length = input_ids.shape
+    if rows % 2 or rows == 0:
+        return None
+    pairs = rows // 2
+    real = attention_mask.bool()
+    completion = completion_mask.bool() & real
+    lengths = real.sum(1)
+    prompt_lengths = lengths - completion.sum(1)
+    position = torch.arange(length, device=input_ids.device).expand(rows, -1)
+    right_padded = torch.equal(real, position < lengths.unsqueeze(1))
+    answer_after_prompt = torch.equal(completion, real & (position >= prompt_lengths.unsqueeze(1)))
+    if not (right_padded and answer_after_prompt):
+        return None
+    prompt = prompt_lengths[:pairs]
+    in_prompt = position[:pairs] < prompt.unsqueeze(1)
+    same_prompt = torch.equal(prompt, prompt_lengths[pairs:]) and bool(
+        ((input_ids[:pairs] == input_ids[pairs:]) | ~in_prompt).all()
+    )
+    if not same_prompt:
+        return None
+
+    chosen, rejected = lengths[:pairs] - prompt, lengths[pairs:] - prompt
+    shared_lengths = prompt + chosen + rejected
+    n = int(shared_lengths.max())
+    j = torch.arange(n, device=input_ids.device).expand(pairs, -1)
+    p, c = prompt.unsqueeze(1), chosen.unsqueeze(1)
+    segments = torch.full((pairs, n), PAD, dtype=torch.long, device=input_ids.device)
+    segments[j < p] = PROMPT
+    segments[(j >= p) & (j < p + c)] = CHOSEN
+    segments[(j >= p + c) & (j < shared_lengths.unsqueeze(1))] = REJECTED
+    # Where each shared position comes from in TRL's layout: the chosen row up to its end, then the rejected row.
+    from_rejected = segments == REJECTED
+    source_row = torch.arange(pairs, device=input_ids.device).unsqueeze(1) + pairs * from_rejected
+    source_col = (j - c * from_rejected).clamp(max=length - 1)
+    shared_ids = torch.where(segments == PAD, input_ids[0, 0], input_ids[source_row, source_col])
+    position_ids = torch.where(segments == PAD, 0, source_col)
+
+    # And back: TRL row b (chosen) column t is shared b, t; rejected row b is the prompt, then shared b, t + c.
+    t = position[:pairs]
+    base = (torch.arange(pairs, device=input_ids.device) * n).unsqueeze(1)
+    chosen_source = torch.where(real[:pairs], base + t, -1)
+    rejected_source = torch.where(real[pairs:], base + t + c * (t >= p), -1)
+    return SharedPromptRows(input_ids, shared_ids, position_ids, segments, torch.cat([chosen_source, rejected_source]))
+
+
+@contextlib.contextmanager
+def shared_prompt_rows(batch: dict):
+    """While open, patched backbones compute this batch (TRL's collated DPO batch) as shared-prompt rows."""
+    layout = share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    token = _ACTIVE.set(layout)
+    try:
+        yield layout
+    finally:
+        _ACTIVE.reset(token)
+
+
+def can_share_prompt(model) -> bool:
+    config = model.config.get_text_config()
+    layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    sliding = getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True)
+    return (
+        config._attn_implementation in MASKABLE_ATTENTION
+        and layer_types == {"full_attention"}
+        and not sliding
+        and not getattr(config, "output_router_logits", False)
+    )
+
+
+def add_shared_prompt_backbone(model) -> bool:
+    """Patch the backbone of causal LM `model` (the base model under a peft wrapper); False if it cannot share."""
+    if not can_share_prompt(model):
+        return False
+    backbone = model.base_model
+    if getattr(backbone, "_shares_prompt", False):
+        return True
+    implementation = model.config.get_text_config()._attn_implementation
+    original_forward = backbone.forward
+
+    @functools.wraps(original_forward)
+    def forward(*args, input_ids=None, attention_mask=None, **kwargs):
+        layout = _ACTIVE.get()
+        plain = (
+            layout is None
+            or args
+            or input_ids is None
+            or input_ids.shape != layout.input_ids.shape
+            or any(kwargs.get(k) is not None for k in ("position_ids", "inputs_embeds", "cache", "past_key_values"))
+            or kwargs.get("use_cache")
+            or kwargs.get("output_hidden_states")
+            or kwargs.get("output_attentions")
+            or not torch.equal(input_ids, layout.input_ids)
+        )
+        if plain:
+            return original_forward(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("position_ids", "inputs_embeds")}
+        dtype = backbone.get_input_embeddings().weight.dtype
+        mask = layout.attention_mask(implementation, dtype if dtype.is_floating_point else torch.float32)
+        outputs = original_forward(
+            input_ids=layout.shared_ids, attention_mask=mask, position_ids=layout.position_ids, **kwargs
+        )
+        outputs.last_hidden_state = layout.to_pair_rows(outputs.last_hidden_state)
+        return outputs
+
+    backbone.forward = forward
+    backbone._shares_prompt = True
+    return True

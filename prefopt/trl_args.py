@@ -1,0 +1,108 @@
+"""Turn the composed Hydra config into keyword arguments for a TRL config class (DPOConfig, KTOConfig, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from prefopt.errors import RecipeError
+from prefopt.models import pick_precision
+
+# Keys of conf/method/*.yaml and of train: that are the launcher's, not the TRL config's.
+METHOD_KEYS = ("name", "recipe", "share_prompt")
+TRAIN_KEYS = ("resume",)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """e.g. dpo-smollm2-135m-beta0.1: what W&B shows and what a sweep's rows are told apart by."""
+    beta = cfg.method.get("beta")
+    return f"{cfg.method.name}-{cfg.model.name}" + (f"-beta{beta}" if beta is not None else "")
+
+
+def trl_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """cfg.train plus the method's hyperparameters, with precision and reporting chosen for this machine."""
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items() if k not in TRAIN_KEYS}
+    kwargs.update({k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in METHOD_KEYS})
+    precision = pick_precision(cfg.precision)
+    kwargs["bf16"] = precision == "bf16"
+    kwargs["fp16"] = precision == "fp16"
+    kwargs["use_cpu"] = not torch.cuda.is_available()
+    kwargs["report_to"] = ["wandb"] if cfg.logger.name == "wandb" else []
+    kwargs["run_name"] = run_name(cfg)
+    if cfg.get("ref") is not None and cfg.ref.name == "precomputed":
+        kwargs["precompute_ref_log_probs"] = True  # one reference pass before training, no reference after it
+    return kwargs
+
+
+def make_config(config_class: type, cfg: DictConfig):
+    """Instantiate `config_class` after checking every key against it; all problems come in one block."""
+    kwargs = trl_kwargs(cfg)
+    problems = _field_problems(config_class, kwargs, cfg.method.name)
+    if problems:
+        raise RecipeError(f"{config_class.__name__}:\n  - " + "\n  - ".join(problems))
+    try:
+        return config_class(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{config_class.__name__} rejected the config: {exc}") from None
+
+
+def _where(key: str, method_name: str) -> str:
+    return (
+        f"conf/method/{method_name}.yaml" if key in ("beta", "loss_type") else "the train: section of conf/train.yaml"
+    )
+
+
+def _field_problems(config_class: type, kwargs: dict[str, Any], method_name: str) -> list[str]:
+    """Unknown keys, values of the wrong type, and choices TRL would only reject at the first loss computation."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    hints = typing.get_type_hints(config_class)
+    problems = []
+    for key, value in kwargs.items():
+        if key not in fields:
+            problems.append(
+                f"no field '{key}' (from conf/method/{method_name}.yaml or conf/train.yaml): remove or rename it."
+            )
+            continue
+        expected = _scalar_types(hints[key])
+        if expected and value is not None and not _matches(value, expected):
+            names = "/".join(t.__name__ for t in expected)
+            problems.append(f"{key}={value!r}: expected {names} ({_where(key, method_name)}).")
+        allowed = _choices(fields[key])
+        values = value if isinstance(value, list) else [value]
+        bad = [v for v in values if allowed and v not in allowed]
+        if bad:
+            problems.append(
+                f"{key}={value!r}: {', '.join(map(repr, bad))} unknown to TRL; one of {', '.join(allowed)}."
+            )
+    return problems
+
+
+def _scalar_types(hint) -> tuple[type, ...]:
+    """The scalar types a field accepts (int also passes for float), or () when the hint is not a plain scalar."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    scalars = tuple(a for a in args if a in (int, float, bool, str))
+    if len(scalars) != len([a for a in args if a is not type(None)]):
+        return ()
+    return scalars + ((int,) if float in scalars else ())
+
+
+def _matches(value, expected: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # bool is an int subclass; max_steps=true is still a mistake
+        return bool in expected
+    return isinstance(value, expected)
+
+
+def _choices(field: dataclasses.Field) -> list[str]:
+    """Allowed values as TRL declares them: a `choices` list, or the quoted names after 'Possible values are'."""
+    if field.metadata.get("choices"):
+        return list(field.metadata["choices"])
+    help_text = field.metadata.get("help", "")
+    if "Possible values are" in help_text:
+        return re.findall(r"`'(\w+)'`", help_text.split("Possible values are", 1)[1].split(".", 1)[0])
+    return []

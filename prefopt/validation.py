@@ -1,0 +1,123 @@
+"""Checks that run before anything loads, reported together in one readable block."""
+
+from __future__ import annotations
+
+from numbers import Number
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from omegaconf import DictConfig
+
+from prefopt.distributed import world_size
+from prefopt.errors import RecipeError
+
+
+def _positive(cfg_section: DictConfig, key: str, prefix: str, hint: str = "") -> list[str]:
+    value = cfg_section.get(key)
+    if _is_number(value) and value <= 0:
+        return [f"{prefix}.{key}={value}: must be > 0{hint}."]
+    return []
+
+
+SECTIONS = ("method", "model", "dataset", "peft", "logger", "train")
+
+
+def check_sections(cfg: DictConfig) -> None:
+    """Each group and the train: section is a mapping (an override such as `train=3` replaces it with a value)."""
+    bad = [f"{name}={cfg.get(name)!r}" for name in SECTIONS if not isinstance(cfg.get(name), DictConfig)]
+    if bad:
+        raise RecipeError(
+            f"invalid config: {', '.join(bad)} must be a config group or section (e.g. method=dpo, "
+            f"train.max_steps=20); the options are the files in conf/<group>/."
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool)
+
+
+def _peft_problems(peft: DictConfig) -> list[str]:
+    if peft.name == "none":
+        return []
+    found = []
+    if not (isinstance(peft.get("r"), int) and not isinstance(peft.get("r"), bool) and peft.r > 0):
+        found.append(f"peft.r={peft.get('r')!r}: must be a positive whole number (LoRA rank, e.g. 16).")
+    if not (_is_number(peft.get("lora_alpha")) and peft.lora_alpha > 0):
+        found.append(f"peft.lora_alpha={peft.get('lora_alpha')!r}: must be a number > 0 (usually 2 x r).")
+    if not (_is_number(peft.get("lora_dropout")) and 0 <= peft.lora_dropout < 1):
+        found.append(f"peft.lora_dropout={peft.get('lora_dropout')!r}: must be in [0, 1).")
+    return found
+
+
+def problems(cfg: DictConfig, recipe: ModuleType) -> list[str]:
+    """Named cross-field rules; type and unknown-key checks come from the TRL config (prefopt.trl_args)."""
+    found = _positive(cfg.method, "beta", "method", " (typical DPO values are 0.01-0.5)")
+    found += _positive(cfg.train, "learning_rate", "train")
+    found += _positive(cfg.method, "desirable_weight", "method", " (KTO weighs desirable answers by it)")
+    found += _positive(cfg.method, "undesirable_weight", "method", " (KTO weighs undesirable answers by it)")
+    if not recipe.USES_REFERENCE and cfg.method.get("ref_model"):
+        found.append(f"method={cfg.method.name} trains without a reference model: remove method.ref_model.")
+    found += _reference_problems(cfg, recipe)
+    if cfg.precision in ("bf16", "fp16") and not torch.cuda.is_available():
+        found.append(f"precision={cfg.precision} needs a GPU; on CPU use precision=auto (fp32).")
+    if cfg.precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        found.append("precision=bf16: this GPU has no bf16 support; use precision=auto (fp16).")
+    found += _peft_problems(cfg.peft)
+    if cfg.dataset.format == "builtin" and _is_number(cfg.dataset.num_eval) and cfg.dataset.num_eval < 1:
+        found.append("dataset.num_eval must be >= 1: the launcher evaluates on held-out pairs.")
+    batch = cfg.train.get("per_device_train_batch_size")
+    if recipe.DATA_FORMAT == "unpaired" and _is_number(batch) and batch < 2:
+        found.append("train.per_device_train_batch_size must be >= 2 for KTO: its KL reference point mixes the batch.")
+    try:
+        recipe.build_config(cfg)
+    except RecipeError as exc:
+        title, *items = str(exc).splitlines()
+        found.extend(
+            f"{title.rstrip(':')}: {item.strip().removeprefix('- ')}" for item in items
+        ) if items else found.append(title)
+    return found
+
+
+def _reference_problems(cfg: DictConfig, recipe: ModuleType) -> list[str]:
+    """conf/ref/: what the reference is must fit the method and the adapters."""
+    ref = cfg.get("ref")
+    if ref is None or ref.name == "base":
+        return []
+    if not recipe.USES_REFERENCE:
+        return [f"ref={ref.name}: method={cfg.method.name} trains without a reference model; drop ref= (ref=base)."]
+    if ref.name == "sft_adapter":
+        found = []
+        if cfg.peft.name not in ("lora", "qlora"):
+            found.append(
+                f"ref=sft_adapter keeps training a LoRA adapter: use peft=lora or peft=qlora, not peft={cfg.peft.name}."
+            )
+        if not ref.get("adapter_path"):
+            found.append(
+                "ref=sft_adapter needs ref.adapter_path=/path/to/sft/adapter (a PEFT folder with adapter_config.json)."
+            )
+        elif not (Path(ref.adapter_path) / "adapter_config.json").is_file():
+            found.append(
+                f"ref.adapter_path={ref.adapter_path}: no adapter_config.json there; point it at a PEFT adapter folder."
+            )
+        if cfg.peft.name == "qlora" and world_size() > 1:
+            # Several processes need a separate reference with the adapter merged in; merged into 4-bit weights,
+            # the SFT update would be rounded away.
+            found.append(
+                "ref=sft_adapter with peft=qlora runs in one process only (launcher=single); with several, merge the "
+                "SFT adapter into the base weights and train a new adapter on that folder (model.path=), whose "
+                "reference is then the SFT model."
+            )
+        return found
+    if ref.name == "model":
+        if not ref.get("path"):
+            return ["ref=model needs ref.path=<Hub id or local folder> of the reference model."]
+        if str(ref.path).startswith(("/", "./", "../", "~")) and not Path(ref.path).expanduser().exists():
+            return [f"ref.path={ref.path} does not exist."]
+    return []
+
+
+def validate(cfg: DictConfig, recipe: ModuleType) -> None:
+    found = problems(cfg, recipe)
+    if found:
+        raise RecipeError("invalid config:\n  - " + "\n  - ".join(found))

@@ -1,0 +1,187 @@
+"""prefopt.shared_prompt: one row per pair gives TRL's hidden states, loss and gradients, and pads less."""
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import DPOTrainer
+
+from prefopt import shared_prompt
+from prefopt.adapters import lora_config
+from prefopt.data import load_splits
+from prefopt.models import load_model, load_tokenizer
+from recipes import dpo
+from tests.conftest import compose_config
+
+TINY = ["model=tiny-random", "logger=none", "dataset.num_train=16", "dataset.num_eval=8"]
+
+# Two pairs, TRL's layout [chosen rows; rejected rows], right-padded with 0: prompts of 3 and 2 tokens.
+IDS = torch.tensor(
+    [[5, 6, 7, 8, 9, 0, 0], [20, 21, 10, 0, 0, 0, 0], [5, 6, 7, 11, 12, 13, 14], [20, 21, 15, 16, 0, 0, 0]]
+)
+COMPLETION = torch.tensor([[0, 0, 0, 1, 1, 0, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0]])
+ATTENTION = (IDS != 0).long()
+# On a GPU machine `pytest tests/recipes/test_shared_prompt.py -k cuda` checks the rows on CUDA's attention kernels
+# (sdpa takes its memory-efficient kernel for a custom mask, not the flash one).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+def batch(ids=IDS, attention=ATTENTION, completion=COMPLETION) -> dict:
+    return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion}
+
+
+def test_layout_puts_prompt_then_both_answers_in_one_row():
+    rows = shared_prompt.share_prompts(IDS, ATTENTION, COMPLETION)
+    assert rows.shared_ids[0].tolist() == [5, 6, 7, 8, 9, 11, 12, 13, 14]
+    assert rows.shared_ids[1, :5].tolist() == [20, 21, 10, 15, 16]
+    # The rejected answer continues from the end of the prompt, not from the chosen answer.
+    assert rows.position_ids[0].tolist() == [0, 1, 2, 3, 4, 3, 4, 5, 6]
+    assert rows.position_ids[1, :5].tolist() == [0, 1, 2, 2, 3]
+    assert rows.positions_saved == pytest.approx(1 - 18 / 28)
+    # Back to TRL's layout: every real position finds its own token and position.
+    ids_back = rows.to_pair_rows(rows.shared_ids.unsqueeze(-1).float()).squeeze(-1)
+    positions_back = rows.to_pair_rows(rows.position_ids.unsqueeze(-1).float()).squeeze(-1)
+    real = ATTENTION.bool()
+    assert torch.equal(ids_back[real], IDS[real].float())
+    assert torch.equal(positions_back[real], (ATTENTION.cumsum(1) - 1)[real].float())
+    assert (ids_back[~real] == 0).all()
+
+
+def test_rejected_answer_does_not_see_the_chosen_one():
+    rows = shared_prompt.share_prompts(IDS, ATTENTION, COMPLETION)
+    mask = rows.attention_mask("sdpa", torch.float32)[0, 0]  # pair 0: prompt 0-2, chosen 3-4, rejected 5-8
+    assert mask[5, :3].all() and not mask[5, 3:5].any() and mask[5, 5]
+    assert mask[4, :5].all() and not mask[4, 5:].any()  # chosen: causal over prompt and itself
+    additive = rows.attention_mask("eager", torch.float32)[0, 0]
+    assert torch.equal(additive == 0, mask)
+
+
+@pytest.mark.parametrize("case", ["different prompt", "left padding", "odd rows"])
+def test_batches_that_are_not_shared_prompt_pairs_keep_trls_layout(case):
+    ids, attention, completion = IDS.clone(), ATTENTION.clone(), COMPLETION.clone()
+    if case == "different prompt":
+        ids[2, 1] = 99
+    elif case == "left padding":
+        attention[0] = torch.tensor([0, 0, 1, 1, 1, 1, 1])
+    else:
+        ids, attention, completion = ids[:3], attention[:3], completion[:3]
+    assert shared_prompt.share_prompts(ids, attention, completion) is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_backbone_gives_the_same_hidden_states_at_every_real_position(attention, precision, device):
+    cfg = compose_config(*TINY)
+    model = load_model(cfg.model, precision, seed=0).to(device)
+    model.set_attn_implementation(attention)
+    ids, attention_mask = IDS.to(device), ATTENTION.to(device)
+    with torch.no_grad():
+        plain = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+        assert shared_prompt.add_shared_prompt_backbone(model)
+        with shared_prompt.shared_prompt_rows(batch(ids, attention_mask, COMPLETION.to(device))) as rows:
+            shared = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+        outside = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    assert rows is not None
+    real = attention_mask.bool()
+    tolerance = 1e-5 if precision == "fp32" else 2e-2  # bf16: the rows differ in shape, so in rounding
+    torch.testing.assert_close(shared[real], plain[real], rtol=tolerance, atol=tolerance)
+    assert torch.equal(outside, plain)  # outside the context the backbone is untouched
+
+
+def test_sliding_window_models_keep_trls_layout():
+    cfg = compose_config(*TINY)
+    model = load_model(cfg.model, "fp32", seed=0)
+    model.config.sliding_window = 4
+    assert not shared_prompt.add_shared_prompt_backbone(model)
+
+
+def test_recipe_trainer_computes_each_prompt_once_with_trls_loss_and_gradients(monkeypatch):
+    shared_shapes = []
+    to_pair_rows = shared_prompt.SharedPromptRows.to_pair_rows
+    monkeypatch.setattr(
+        shared_prompt.SharedPromptRows,
+        "to_pair_rows",
+        lambda self, hidden: (shared_shapes.append(tuple(hidden.shape)), to_pair_rows(self, hidden))[1],
+    )
+    cfg = compose_config(*TINY, "+train.train_sampling_strategy=sequential")
+    train, _ = load_splits(cfg.dataset, "paired")
+    results = {}
+    for trainer_class in (DPOTrainer, dpo.RecipeDPOTrainer):
+        torch.manual_seed(0)
+        trainer = trainer_class(
+            model=load_model(cfg.model, "fp32", seed=0),
+            args=dpo.build_config(cfg),
+            train_dataset=train,
+            processing_class=load_tokenizer(cfg.model),
+            peft_config=lora_config(cfg.peft),
+        )
+        with torch.no_grad():  # move LoRA's B off zero so that policy and reference differ
+            generator = torch.Generator().manual_seed(1)
+            for name, param in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    param.add_(0.1 * torch.randn(param.shape, generator=generator))
+        inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        loss = trainer.compute_loss(trainer.model, inputs)
+        loss.backward()
+        results[trainer_class] = (
+            loss.item(),
+            {n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None},
+        )
+    pairs, length = inputs["input_ids"].shape[0] // 2, inputs["input_ids"].shape[1]
+    assert len(shared_shapes) == 2  # the policy and the reference forward, each on one row per pair
+    assert all(shape[0] == pairs and shape[1] < 2 * length for shape in shared_shapes)
+    (trl_loss, trl_grads), (loss, grads) = results[DPOTrainer], results[dpo.RecipeDPOTrainer]
+    assert loss == pytest.approx(trl_loss, abs=1e-5)
+    assert grads.keys() == trl_grads.keys() and len(grads) > 4
+    for name in grads:
+        torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=1e-7)
+
+
+def test_share_prompt_false_keeps_trls_layout(monkeypatch):
+    calls = []
+    monkeypatch.setattr(shared_prompt, "share_prompts", lambda *args: calls.append(1))
+    cfg = compose_config(*TINY, "method.share_prompt=false")
+    train, _ = load_splits(cfg.dataset, "paired")
+    trainer = dpo.build_trainer(
+        cfg,
+        model=load_model(cfg.model, "fp32"),
+        ref_model=None,
+        tokenizer=load_tokenizer(cfg.model),
+        train_dataset=train,
+        eval_dataset=None,
+        peft_config=lora_config(cfg.peft),
+        callbacks=[],
+    )
+    assert trainer.share_prompt is False
+    trainer.compute_loss(trainer.model, trainer._prepare_inputs(next(iter(trainer.get_train_dataloader()))))
+    assert calls == []
+
+
+def test_shared_rows_of_length_grouped_ragged_pairs_are_over_90_percent_tokens():
+    """hh-rlhf-like lognormal lengths (the tiny tokenizer: a character is a token): TRL's layout caps the non-pad
+    share below 90%; shared rows grouped by their own length go above it."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = (torch.tensor([90.0, 60.0, 55.0]) * torch.exp(0.8 * torch.randn(512, 3, generator=generator))).long() + 1
+    ragged = Dataset.from_list(
+        [{"prompt": "p" * p, "chosen": "c" * c, "rejected": "r" * r} for p, c, r in lengths.tolist()]
+    )
+    cfg = compose_config(*TINY, "train.max_length=1024", "+train.train_sampling_strategy=group_by_length")
+    trainer = dpo.build_trainer(
+        cfg,
+        model=load_model(cfg.model, "fp32"),
+        ref_model=None,
+        tokenizer=load_tokenizer(cfg.model),
+        train_dataset=ragged,
+        eval_dataset=None,
+        peft_config=lora_config(cfg.peft),
+        callbacks=[],
+    )
+    trl_real = trl_positions = shared_real = shared_positions = 0
+    for inputs in trainer.get_train_dataloader():
+        rows = shared_prompt.share_prompts(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        trl_real += int(inputs["attention_mask"].sum())
+        trl_positions += inputs["attention_mask"].numel()
+        shared_real += int((rows.segments != shared_prompt.PAD).sum())
+        shared_positions += rows.segments.numel()
+    assert trl_real / trl_positions < 0.9 < shared_real / shared_positions
+    assert shared_positions < 0.7 * trl_positions
