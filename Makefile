@@ -97,7 +97,7 @@ frontier: $(STAMP) ## pass rate against KL for each run of a sweep: frontier swe
 	$(if $(sweep),,$(error give the sweep directory: make frontier sweep=multirun/dpo/<model>/<time>))
 	$(PY) scripts/plot_frontier.py $(sweep) $(ARGS)
 
-# CPU benchmark of one DPO step: the recipe, plain TRL and a hand-written floor on the same batches (README, Performance).
+# CPU benchmark of one DPO step: the recipe, plain TRL and a hand-written floor on the same batches (docs/performance.md).
 .PHONY: bench
 
 bench: $(STAMP) ## CPU DPO step: recipe vs plain TRL vs floor, ~2 min [model=tiny-random ARGS="--steps 4 --ragged --json"]

@@ -3,7 +3,7 @@
 Run: `make bench` (the embedded SmolLM2, ~2 min and ~3 CPU-minutes on 2 cores) or
 `python bench/cpu_dpo.py --model tiny-random --steps 2 --json` (seconds); `--ragged` adds the padding measurement.
 Rows, all in this one process on the composed default config (model, LoRA, built-in data, batch size, lr, max_length):
-  recipe     what `make train-dpo` trains with: recipes.dpo.build_trainer, trainer.train()
+  recipe     what `make train-dpo` trains with: recipes/dpo.py (prefopt.trainers.FastDPOTrainer), trainer.train()
   plain_trl  trl.DPOTrainer with DPOConfig defaults but bf16=False and the recipe's lr/batch/max_length/steps
              (so TRL's default activation checkpointing stays on)
   floor      a hand-written step: policy forward+backward with full logits and log_softmax+gather, a reference
@@ -102,6 +102,7 @@ def run_recipe(cfg, tokenizer, rows, timer):
     recipe = load_recipe(cfg.method.recipe)
     trainer = recipe.build_trainer(
         cfg,
+        args=recipe.build_config(cfg),
         model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
         ref_model=None,
         tokenizer=tokenizer,
@@ -268,6 +269,7 @@ def padding_fractions(model: str, pairs: int, rows: int = 1024, max_length: int 
         tokenizer = load_tokenizer(cfg.model)
         trainer = load_recipe(cfg.method.recipe).build_trainer(
             cfg,
+            args=load_recipe(cfg.method.recipe).build_config(cfg),
             model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
             ref_model=None,
             tokenizer=tokenizer,

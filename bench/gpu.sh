@@ -15,5 +15,5 @@ fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, trl, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__, 'bnb', bitsandbytes.__version__)"
 # Shared-prompt rows on CUDA's attention kernels give TRL's hidden states (seconds); the timings run either way.
-python3 -m pytest -q -p no:cacheprovider tests/recipes/test_shared_prompt.py -k cuda || echo "shared-prompt check on CUDA: FAILED"
+python3 -m pytest -q -p no:cacheprovider tests/prefopt/test_shared_prompt.py -k cuda || echo "shared-prompt check on CUDA: FAILED"
 PYTHONUNBUFFERED=1 python3 bench/gpu_dpo.py ${OUT:+--out "$OUT/gpu_dpo.jsonl"} "$@"

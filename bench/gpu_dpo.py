@@ -3,7 +3,7 @@
 Run on a GPU machine: `python bench/gpu_dpo.py --variants lora,qlora --steps 8` (bench/gpu.sh wraps it);
 `--shape tiny` checks the script on a CPU in seconds. For each variant, in one process, on the same pairs:
   plain   trl.DPOTrainer with DPOConfig defaults (activation checkpointing on), 4 pairs per step
-  recipe  recipes.dpo.build_trainer on the composed config: shared-prompt rows, and micro-batch, accumulation and
+  recipe  recipes/dpo.py's trainer on the composed config: shared-prompt rows, and micro-batch, accumulation and
           checkpointing picked by a memory preset (`--lora-budget-gib`, `--qlora-budget-gib`), 4 pairs per step
   plain+LEVER[+LEVER]  plain TRL with one lever (or several) of LEVERS, to measure each on its own:
           `--rows plain,plain+no_ckpt,plain+share_prompt,recipe`; recipe+LEVER adds one the recipe lacks (RECIPE_LEVERS)
@@ -34,7 +34,7 @@ from trl import DPOConfig, DPOTrainer
 
 from prefopt.adapters import lora_config, quantization_config
 from prefopt.models import char_tokenizer, load_model
-from recipes.dpo import RecipeDPOTrainer
+from prefopt.trainers import FastDPOTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ TINY = {
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM
 
 # One change each to plain TRL, as DPOConfig fields for a number of pairs per step. Two need more than a field:
-# share_prompt swaps DPOTrainer for the recipe's RecipeDPOTrainer with shared-prompt rows (on a CPU, also the
+# share_prompt swaps DPOTrainer for the recipe's FastDPOTrainer with shared-prompt rows (on a CPU, also the
 # recipe's LM head); ckpt_half keeps checkpointing on every other decoder layer only (SelectiveCheckpointing).
 LEVERS = {
     "no_ckpt": lambda pairs: {"gradient_checkpointing": False},
@@ -193,7 +193,7 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
         callbacks=callbacks,
     )
     if "share_prompt" in levers:
-        trainer = RecipeDPOTrainer(**trainer_kwargs, share_prompt=True)
+        trainer = FastDPOTrainer(**trainer_kwargs, share_prompt=True)
     else:
         trainer = DPOTrainer(**trainer_kwargs)
     return trainer, {
@@ -206,6 +206,7 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
 def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib, levers=()):
     from prefopt.config import compose_config
     from prefopt.memory import fit_hardware
+    from prefopt.model_setup import resolve_model_setup
     from prefopt.recipe import load_recipe
 
     steps = len(train) // pairs_per_step
@@ -232,10 +233,11 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
     with open_dict(cfg):
         cfg.model.shape = {k: shape[k] for k in cfg.model.shape}  # --shape tiny: the estimate of the tiny shape
     recipe = load_recipe(cfg.method.recipe)
-    fit_hardware(cfg, recipe)
+    fit_hardware(cfg, recipe, resolve_model_setup(cfg, recipe))
     model, _ = load_random_model(variant, shape, precision)
     trainer = recipe.build_trainer(
         cfg,
+        args=recipe.build_config(cfg),
         model=model,
         ref_model=None,
         tokenizer=char_tokenizer(),

@@ -8,8 +8,8 @@ import logging
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from prefopt.distributed import world_size
 from prefopt.errors import RecipeError
+from prefopt.model_setup import ModelSetup
 from prefopt.models import TORCH_DTYPES, check_available, load_model
 
 log = logging.getLogger(__name__)
@@ -62,39 +62,33 @@ def reference_model_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(spec)
 
 
-def build_policy_and_reference(cfg: DictConfig, recipe, precision: str, quant_config=None):
-    """(policy, ref_model, peft_config) for the recipe's trainer, with the reference that cfg.ref names.
+def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=None):
+    """(policy, ref_model, peft_config) for the recipe's trainer, as `setup.reference` says.
 
-    ref_model None means TRL needs no second model: the base with the adapter disabled (ref=base, LoRA), a frozen
-    'ref' copy of the SFT adapter inside the policy (ref=sft_adapter), or log-probs computed before training
-    (ref=precomputed). Under data parallelism TRL's adapter switching toggles requires_grad on the trained adapter,
-    which silently stops DDP's gradient sync, so there the reference is a separate frozen model.
+    ref_model is None where TRL needs no second model: the base with the adapter disabled, a frozen 'ref' copy of
+    the SFT adapter inside the policy, log-probs computed before training, or a method without a reference.
     """
-    choice = cfg.ref.name if cfg.get("ref") is not None else "base"
     seed = cfg.train.seed
-    if choice == "model":
+    if setup.reference == "model":
         check_available(reference_model_config(cfg))  # fail before the policy loads, not after
-    model = load_model(cfg.model, precision, quant_config, seed=seed)
-    if not recipe.USES_REFERENCE:
-        return model, None, lora_config(cfg.peft)
-    if choice == "sft_adapter":
-        log.info("policy and reference start from the SFT adapter %s (its own r and targets)", cfg.ref.adapter_path)
-        model = load_sft_adapter(model, cfg.ref.adapter_path)
+    model = load_model(cfg.model, setup.precision, quant_config, seed=seed)
+    if setup.reference == "sft_adapter":
+        log.info("policy and reference start from the SFT adapter %s (its own r and targets)", setup.sft_adapter_path)
+        model = load_sft_adapter(model, setup.sft_adapter_path)
         ref_model = None  # TRL copies the adapter into a frozen 'ref' adapter and switches to it
-        if world_size() > 1:  # TRL runs a separate reference only as a plain model: merge the adapter into it
-            base = load_model(cfg.model, precision, quant_config, seed=seed)
-            ref_model = load_sft_adapter(base, cfg.ref.adapter_path, trainable=False).merge_and_unload()
+        if setup.loads_reference_model:  # TRL runs a separate reference only as a plain model: merge the adapter in
+            base = load_model(cfg.model, setup.precision, quant_config, seed=seed)
+            ref_model = load_sft_adapter(base, setup.sft_adapter_path, trainable=False).merge_and_unload()
             ref_model.requires_grad_(False)
         return model, ref_model, None  # no peft_config: TRL refuses one next to a PeftModel
     peft_config = lora_config(cfg.peft)
-    if choice == "model":
-        ref_model = load_model(reference_model_config(cfg), precision, quant_config, seed=seed)
-        _check_same_vocabulary(model, ref_model, cfg.ref.path)
+    if setup.reference == "model":
+        ref_model = load_model(reference_model_config(cfg), setup.precision, quant_config, seed=seed)
+        _check_same_vocabulary(model, ref_model, setup.ref_path)
         return model, ref_model, peft_config
-    if choice == "precomputed":
-        return model, None, peft_config  # TRL runs the starting model once before training, then drops it
-    needs_copy = peft_config is None or world_size() > 1
-    return model, load_model(cfg.model, precision, quant_config, seed=seed) if needs_copy else None, peft_config
+    if setup.reference == "copy":
+        return model, load_model(cfg.model, setup.precision, quant_config, seed=seed), peft_config
+    return model, None, peft_config
 
 
 def _check_same_vocabulary(model, ref_model, ref_path: str) -> None:
@@ -106,18 +100,25 @@ def _check_same_vocabulary(model, ref_model, ref_path: str) -> None:
         )
 
 
-def reference_for_evaluation(cfg: DictConfig, ref_model, device, precision: str, quant_config=None):
-    """The reference prefopt.evaluation measures against after training (on the built-in task only).
+def reference_for_evaluation(cfg: DictConfig, setup: ModelSetup, ref_model, device, quant_config=None):
+    """What prefopt.evaluation measures the trained policy against: the trainer's reference model when there is
+    one, else the base with the adapter disabled (None), else the starting weights loaded again.
 
     With ref=sft_adapter in one process the reference lives inside the policy as TRL's 'ref' adapter, which the
-    evaluation cannot switch to (it would disable adapters and measure against the bare base): load base + SFT
-    adapter again, frozen. Every other case evaluates against `ref_model` (None: the adapter disabled).
+    evaluation cannot switch to (disabling adapters would measure against the bare base): base + SFT adapter are
+    loaded again, frozen. Full fine-tuning without a reference model in memory (reference-free methods,
+    ref=precomputed) loads the starting weights again; a finished run (`ref_model` None) loads ref=model's model.
     """
-    section = cfg.get("eval_generation")
-    evaluates = section is not None and section.get("enabled", False) and cfg.dataset.format == "builtin"
-    if ref_model is not None or not evaluates or cfg.get("ref") is None or cfg.ref.name != "sft_adapter":
+    if ref_model is not None:
         return ref_model
-    base = load_model(cfg.model, precision, quant_config, seed=cfg.train.seed)
-    if quant_config is None:  # 4-bit weights were loaded onto the GPU already
-        base = base.to(device)
-    return load_sft_adapter(base, cfg.ref.adapter_path, trainable=False)
+    if setup.reference == "model":
+        reference = load_model(reference_model_config(cfg), setup.precision, quant_config, seed=cfg.train.seed)
+        return reference if quant_config is not None else reference.to(device)
+    if setup.reference == "sft_adapter":
+        base = load_model(cfg.model, setup.precision, quant_config, seed=cfg.train.seed)
+        if quant_config is None:  # 4-bit weights were loaded onto the GPU already
+            base = base.to(device)
+        return load_sft_adapter(base, setup.sft_adapter_path, trainable=False)
+    if not setup.trains_adapter:
+        return load_model(cfg.model, setup.precision, seed=cfg.train.seed).to(device)
+    return None

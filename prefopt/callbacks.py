@@ -6,8 +6,9 @@ from omegaconf import DictConfig
 
 from prefopt.checkpoints import CheckpointGuard
 from prefopt.health import health_callbacks
+from prefopt.recipe import Recipe
 
 
-def build_callbacks(cfg: DictConfig) -> list:
+def build_callbacks(cfg: DictConfig, recipe: Recipe) -> list:
     """The callbacks handed to the method's trainer; the first is always the CheckpointGuard."""
-    return [CheckpointGuard(), *health_callbacks(cfg)]
+    return [CheckpointGuard(), *health_callbacks(cfg, recipe)]

@@ -15,6 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 from transformers import TrainerCallback
 
+from prefopt.recipe import Recipe
+
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +116,7 @@ class TrainingHealthMonitor(TrainerCallback):
                 "stuck_loss",
                 step,
                 (
-                    f"the training loss is still {loss:.4f}, within {t.stuck_loss_tolerance} of ln 2 = {math.log(2):.4f} "
+                    f"the training loss is still {loss:.4f}, within {t.stuck_loss_tolerance} of {_start_name(self.loss_at_start)} "
                     f"(where it starts) after {step} steps: the policy is not separating chosen from rejected. Check that "
                     f"the learning rate is not too small, that the adapter trains (peft.target_modules), and that chosen "
                     f"and rejected answers differ."
@@ -176,6 +178,10 @@ class TrainingHealthMonitor(TrainerCallback):
         _to_wandb(rule, step, message, count=len(self.warnings))
 
 
+def _start_name(loss: float) -> str:
+    return f"ln 2 = {math.log(2):.4f}" if math.isclose(loss, math.log(2)) else f"{loss:.4f}"
+
+
 def _checkpoints_up_to(output_dir: Path, step: int) -> list[Path]:
     found = []
     for path in output_dir.glob("checkpoint-*"):
@@ -196,20 +202,15 @@ def _to_wandb(rule: str, step: int, message: str, count: int) -> None:
         wandb.alert(title=f"training health: {rule}", text=message, level=wandb.AlertLevel.WARN)
 
 
-def health_callbacks(cfg: DictConfig) -> list[TrainerCallback]:
-    """[TrainingHealthMonitor] configured for the run's method, or [] with `monitor.enabled=false`."""
+def health_callbacks(cfg: DictConfig, recipe: Recipe) -> list[TrainerCallback]:
+    """[TrainingHealthMonitor] configured for the recipe, or [] with `monitor.enabled=false`."""
     section = cfg.get("monitor")
     if not section or not section.get("enabled", True):
         return []
-    from prefopt.recipe import load_recipe
-
-    loss_types = cfg.method.get("loss_type")
-    loss_types = [loss_types] if isinstance(loss_types, str) else list(loss_types or [])
-    plain_dpo = cfg.method.recipe == "recipes.dpo" and loss_types in ([], ["sigmoid"])
     return [
         TrainingHealthMonitor(
             HealthThresholds.from_config(section),
-            loss_at_start=math.log(2) if plain_dpo else None,
-            rewards_are_log_ratios=load_recipe(cfg.method.recipe).USES_REFERENCE,
+            loss_at_start=recipe.loss_at_start(cfg),
+            rewards_are_log_ratios=recipe.uses_reference,
         )
     ]

@@ -5,12 +5,12 @@ per-token log-probs without building the [tokens, vocab] logits. Without Triton 
 that score *every* position (prompt and padding too, so the tile shapes never change) and make a dozen passes over
 each [tokens x 32k-vocab] tile, more for the entropy, mean-logit and top-1 metrics DPO logs every step. On the
 built-in data with SmolLM2 (49k vocabulary) 135 of a batch's 1,056 positions are completion tokens, and the
-head took 40% of a LoRA step's loss and backward (see README, Performance).
+head took 40% of a LoRA step's loss and backward (docs/performance.md).
 
 `add_completion_lm_head` re-patches such a model: it projects only the positions whose label is not -100, takes
 one logsumexp over their full logits and lets autograd do the backward. Its outputs are TRL's
 `FusedCausalLMOutput` with the same fields and meaning, so the trainer's loss and every logged metric are
-unchanged (tests/recipes/test_lm_head.py compares them with TRL's head).
+unchanged (tests/prefopt/test_lm_head.py compares them with TRL's head).
 """
 
 from __future__ import annotations

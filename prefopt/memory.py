@@ -26,7 +26,7 @@ transformers 5.24 DPO on a random-init Llama-3-8B shape, LoRA r16 all-linear, bf
 20.1 GiB with checkpointing (H200), 69.6 GiB without (H100); estimates 20.1 and 69.4. A third measurement, not
 fitted, checks them: QLoRA nf4 with double quantization, checkpointing on, peaked at 9.5 GiB with 5.2 GiB of
 weights by get_memory_footprint (which leaves out the ~0.1 GiB of quantization constants); the estimate says 9.6
-and 5.3 (tests/recipes/test_memory.py). The fp32-adapter term is what tells LoRA and QLoRA apart at the same shape.
+and 5.3 (tests/prefopt/test_memory.py). The fp32-adapter term is what tells LoRA and QLoRA apart at the same shape.
 Not calibrated, formulas only: full fine-tuning, fp32, other shapes and lengths, KTO, the full-logits term.
 Not counted: the CUDA context and allocator fragmentation (the preset's headroom_gib), evaluation batches
 (per_device_eval_batch_size, no gradients), sharding (launcher=fsdp/zero3 split weights and optimizer state; the
@@ -40,14 +40,12 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from omegaconf import DictConfig
 
-from prefopt.distributed import world_size
 from prefopt.errors import RecipeError
-from prefopt.models import pick_precision
-from prefopt.recipe import load_recipe
+from prefopt.model_setup import ModelSetup, resolve_model_setup
+from prefopt.recipe import Recipe, load_recipe
 from prefopt.validation import check_sections
 
 log = logging.getLogger(__name__)
@@ -297,24 +295,6 @@ def model_shape(model_cfg: DictConfig) -> Shape:
     return Shape(**{n: numbers[n] for n in names if numbers.get(n) is not None})
 
 
-def _reference(cfg: DictConfig, recipe: ModuleType) -> tuple[str, str]:
-    """What the reference costs in memory while training, and why."""
-    choice = cfg.ref.name if cfg.get("ref") is not None else "base"
-    if not recipe.USES_REFERENCE:
-        return "none", f"none ({cfg.method.name} has no reference model)"
-    if choice == "precomputed":
-        return "none", "none (log-probs computed before training)"
-    if choice == "model":
-        return "copy", "ref=model, assumed the policy's size"
-    if choice == "sft_adapter":
-        return "adapter", "a frozen copy of the SFT adapter"
-    if cfg.peft.name == "none":  # loaded by the launcher even with precompute_ref_log_probs; ref=precomputed is not
-        return "copy", "a frozen copy of the policy"
-    if world_size() > 1:
-        return "copy", "a frozen copy (several processes)"
-    return "none", "none (the base with the adapter disabled)"
-
-
 def _positive_int(cfg: DictConfig, key: str) -> int:
     value = cfg.train.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -322,27 +302,25 @@ def _positive_int(cfg: DictConfig, key: str) -> int:
     return value
 
 
-def setup_of(cfg: DictConfig, recipe: ModuleType, precision: str, reference: str) -> Setup:
-    """The model, adapters, reference (from _reference) and method of the composed config, as the estimate sees them."""
+def setup_of(cfg: DictConfig, recipe: Recipe, models: ModelSetup, precision: str) -> Setup:
+    """The model, adapters, reference and method of the composed config, as the estimate sees them."""
     if not cfg.train.get("max_length"):
         raise RecipeError("train.max_length is not set: the memory estimate needs the tokens per row.")
     targets = cfg.peft.get("target_modules", "all-linear")
-    from trl import DPOTrainer, KTOTrainer  # not at the top: slow, and it prints (`train.py --cfg job` must not)
-
     return Setup(
         shape=model_shape(cfg.model),
         precision=precision,
-        peft=cfg.peft.name,
+        peft=models.peft,
         lora_r=cfg.peft.get("r", 0) or 0,
         adapted=tuple(n for n in LINEARS if isinstance(targets, str) or n in targets),  # a regex string: assume all
-        reference=reference,
-        rows_per_example=2 if recipe.DATA_FORMAT == "paired" else 1,
+        reference=models.reference_memory[0],
+        rows_per_example=2 if recipe.data_format == "paired" else 1,
         max_length=int(cfg.train.max_length),
-        fused_head=any(isinstance(v, type) and issubclass(v, (DPOTrainer, KTOTrainer)) for v in vars(recipe).values()),
+        fused_head=recipe.fused_lm_head,
     )
 
 
-def plan(cfg: DictConfig, recipe: ModuleType) -> Plan:
+def plan(cfg: DictConfig, recipe: Recipe, models: ModelSetup) -> Plan:
     """The estimate for the composed config and, with a hardware preset, the split of its batch that fits."""
     preset = cfg.get("hardware")
     hardware = preset.name if preset is not None else "none"
@@ -353,13 +331,12 @@ def plan(cfg: DictConfig, recipe: ModuleType) -> Plan:
         if budget <= 0:
             raise RecipeError(f"hardware={hardware}: memory_gib must exceed headroom_gib (conf/hardware/).")
     # A preset plans a GPU run, wherever the plan is made: precision=auto is then bf16 (fp16 has the same size).
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if budget else pick_precision("auto"))
-    reference, reference_why = _reference(cfg, recipe)
-    setup = setup_of(cfg, recipe, precision, reference)
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if budget else models.precision)
+    setup = setup_of(cfg, recipe, models, precision)
     micro = _positive_int(cfg, "per_device_train_batch_size")
     accumulation = _positive_int(cfg, "gradient_accumulation_steps")
     checkpointing = bool(cfg.train.get("activation_checkpointing"))
-    smallest = 2 if recipe.DATA_FORMAT == "unpaired" else 1  # KTO's KL term mixes the rows of a micro-batch
+    smallest = 2 if recipe.data_format == "unpaired" else 1  # KTO's KL term mixes the rows of a micro-batch
 
     n = setup.shape.num_parameters
     where = "" if cfg.precision != "auto" else " (precision=auto on a GPU)" if budget else " (precision=auto here)"
@@ -371,7 +348,7 @@ def plan(cfg: DictConfig, recipe: ModuleType) -> Plan:
     return Plan(
         setup=setup,
         title=title,
-        reference_why=reference_why,
+        reference_why=models.reference_memory[1],
         hardware=hardware,
         budget_gib=budget,
         headroom_gib=headroom,
@@ -393,14 +370,14 @@ def apply(cfg: DictConfig, found: Plan) -> None:
     cfg.train.activation_checkpointing = found.choice.checkpointing
 
 
-def fit_hardware(cfg: DictConfig, recipe: ModuleType) -> None:
+def fit_hardware(cfg: DictConfig, recipe: Recipe, models: ModelSetup) -> None:
     """hardware=24gb|40gb|80gb: the preset owns micro-batch, accumulation and checkpointing; it keeps the effective
     batch (train.per_device_train_batch_size x train.gradient_accumulation_steps as configured). hardware=none: the
     train: section as written, no estimate."""
     preset = cfg.get("hardware")
     if preset is None or preset.name == "none":
         return
-    found = plan(cfg, recipe)
+    found = plan(cfg, recipe, models)
     log.info("%s", found.report())
     apply(cfg, found)
 
@@ -414,7 +391,8 @@ def dry_run(cfg: DictConfig, run_dir: Path) -> None:
     """
     fresh = _hydra_only(run_dir)
     check_sections(cfg)
-    found = plan(cfg, load_recipe(cfg.method.recipe))
+    recipe = load_recipe(cfg.method.recipe)
+    found = plan(cfg, recipe, resolve_model_setup(cfg, recipe))
     print(found.report(), flush=True)
     apply(cfg, found)
     if fresh:

@@ -1,4 +1,5 @@
-"""The files every run directory holds: config.yaml (resolved), metrics.json, model/ and the log."""
+"""The files every run directory holds: config.yaml (resolved), metrics.json, model/, the log, and eval.json once
+the trained model is evaluated (prefopt/evaluation)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ METRICS_FILE = "metrics.json"
 BEFORE_TRAINING_FILE = "before_training.json"
 LOG_HISTORY_FILE = "log_history.json"
 MODEL_DIR = "model"
+EVAL_FILE = "eval.json"  # the held-out evaluation of the trained model (prefopt/evaluation)
 
 
 def refuse_existing_run(run_dir: Path, resuming: bool = False) -> None:

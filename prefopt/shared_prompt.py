@@ -6,8 +6,8 @@ causal, so a prompt's hidden states are the same in both rows. While a trainer h
 the backbone of a model patched with `add_shared_prompt_backbone` computes such a batch as one row per pair,
 `prompt + chosen + rejected`: the rejected answer's positions restart where the prompt ends and its tokens do not
 see the chosen ones. The hidden states are then put back in TRL's layout, so the LM head, the loss and every
-metric run unchanged on the same numbers (to float rounding; tests/recipes/test_shared_prompt.py). On the
-built-in data this computes 46% fewer positions per batch (README, Performance).
+metric run unchanged on the same numbers (to float rounding; tests/prefopt/test_shared_prompt.py). On the
+built-in data this computes 46% fewer positions per batch (docs/performance.md).
 
 Anything else (generation, a batch that is not such pairs, attention kernels that take no 4D mask, sliding-window
 or MoE models) goes through the backbone as it is.

@@ -6,13 +6,14 @@ import dataclasses
 import re
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from prefopt.errors import RecipeError
-from prefopt.models import pick_precision
+
+if TYPE_CHECKING:
+    from prefopt.model_setup import ModelSetup
 
 # Keys of conf/method/*.yaml and of train: that are the launcher's, not the TRL config's.
 METHOD_KEYS = ("name", "recipe", "share_prompt")
@@ -25,24 +26,24 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.method.name}-{cfg.model.name}" + (f"-beta{beta}" if beta is not None else "")
 
 
-def trl_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """cfg.train plus the method's hyperparameters, with precision and reporting chosen for this machine."""
+def trl_kwargs(cfg: DictConfig, setup: ModelSetup) -> dict[str, Any]:
+    """cfg.train plus the method's hyperparameters, with precision and device from `setup` and reporting from
+    the logger."""
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items() if k not in TRAIN_KEYS}
     kwargs.update({k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in METHOD_KEYS})
-    precision = pick_precision(cfg.precision)
-    kwargs["bf16"] = precision == "bf16"
-    kwargs["fp16"] = precision == "fp16"
-    kwargs["use_cpu"] = not torch.cuda.is_available()
+    kwargs["bf16"] = setup.precision == "bf16"
+    kwargs["fp16"] = setup.precision == "fp16"
+    kwargs["use_cpu"] = setup.use_cpu
     kwargs["report_to"] = ["wandb"] if cfg.logger.name == "wandb" else []
     kwargs["run_name"] = run_name(cfg)
-    if cfg.get("ref") is not None and cfg.ref.name == "precomputed":
+    if setup.reference == "precomputed":
         kwargs["precompute_ref_log_probs"] = True  # one reference pass before training, no reference after it
     return kwargs
 
 
-def make_config(config_class: type, cfg: DictConfig):
+def make_config(config_class: type, cfg: DictConfig, setup: ModelSetup):
     """Instantiate `config_class` after checking every key against it; all problems come in one block."""
-    kwargs = trl_kwargs(cfg)
+    kwargs = trl_kwargs(cfg, setup)
     problems = _field_problems(config_class, kwargs, cfg.method.name)
     if problems:
         raise RecipeError(f"{config_class.__name__}:\n  - " + "\n  - ".join(problems))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from numbers import Number
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from omegaconf import DictConfig
 
-from prefopt.distributed import world_size
 from prefopt.errors import RecipeError
+from prefopt.model_setup import ModelSetup
+from prefopt.recipe import Recipe
 
 
 def _positive(cfg_section: DictConfig, key: str, prefix: str, hint: str = "") -> list[str]:
@@ -50,15 +50,15 @@ def _peft_problems(peft: DictConfig) -> list[str]:
     return found
 
 
-def problems(cfg: DictConfig, recipe: ModuleType) -> list[str]:
+def problems(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> list[str]:
     """Named cross-field rules; type and unknown-key checks come from the TRL config (prefopt.trl_args)."""
     found = _positive(cfg.method, "beta", "method", " (typical DPO values are 0.01-0.5)")
     found += _positive(cfg.train, "learning_rate", "train")
     found += _positive(cfg.method, "desirable_weight", "method", " (KTO weighs desirable answers by it)")
     found += _positive(cfg.method, "undesirable_weight", "method", " (KTO weighs undesirable answers by it)")
-    if not recipe.USES_REFERENCE and cfg.method.get("ref_model"):
+    if not recipe.uses_reference and cfg.method.get("ref_model"):
         found.append(f"method={cfg.method.name} trains without a reference model: remove method.ref_model.")
-    found += _reference_problems(cfg, recipe)
+    found += _reference_problems(cfg, recipe, setup)
     if cfg.precision in ("bf16", "fp16") and not torch.cuda.is_available():
         found.append(f"precision={cfg.precision} needs a GPU; on CPU use precision=auto (fp32).")
     if cfg.precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
@@ -67,10 +67,10 @@ def problems(cfg: DictConfig, recipe: ModuleType) -> list[str]:
     if cfg.dataset.format == "builtin" and _is_number(cfg.dataset.num_eval) and cfg.dataset.num_eval < 1:
         found.append("dataset.num_eval must be >= 1: the launcher evaluates on held-out pairs.")
     batch = cfg.train.get("per_device_train_batch_size")
-    if recipe.DATA_FORMAT == "unpaired" and _is_number(batch) and batch < 2:
+    if recipe.data_format == "unpaired" and _is_number(batch) and batch < 2:
         found.append("train.per_device_train_batch_size must be >= 2 for KTO: its KL reference point mixes the batch.")
     try:
-        recipe.build_config(cfg)
+        recipe.build_config(cfg, setup)
     except RecipeError as exc:
         title, *items = str(exc).splitlines()
         found.extend(
@@ -79,12 +79,12 @@ def problems(cfg: DictConfig, recipe: ModuleType) -> list[str]:
     return found
 
 
-def _reference_problems(cfg: DictConfig, recipe: ModuleType) -> list[str]:
+def _reference_problems(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> list[str]:
     """conf/ref/: what the reference is must fit the method and the adapters."""
     ref = cfg.get("ref")
     if ref is None or ref.name == "base":
         return []
-    if not recipe.USES_REFERENCE:
+    if not recipe.uses_reference:
         return [f"ref={ref.name}: method={cfg.method.name} trains without a reference model; drop ref= (ref=base)."]
     if ref.name == "sft_adapter":
         found = []
@@ -100,7 +100,7 @@ def _reference_problems(cfg: DictConfig, recipe: ModuleType) -> list[str]:
             found.append(
                 f"ref.adapter_path={ref.adapter_path}: no adapter_config.json there; point it at a PEFT adapter folder."
             )
-        if cfg.peft.name == "qlora" and world_size() > 1:
+        if setup.quantized and setup.processes > 1:
             # Several processes need a separate reference with the adapter merged in; merged into 4-bit weights,
             # the SFT update would be rounded away.
             found.append(
@@ -117,7 +117,7 @@ def _reference_problems(cfg: DictConfig, recipe: ModuleType) -> list[str]:
     return []
 
 
-def validate(cfg: DictConfig, recipe: ModuleType) -> None:
-    found = problems(cfg, recipe)
+def validate(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> None:
+    found = problems(cfg, recipe, setup)
     if found:
         raise RecipeError("invalid config:\n  - " + "\n  - ".join(found))

@@ -1,28 +1,30 @@
-"""SimPO and CPO with trl.experimental.cpo.CPOTrainer (`method=simpo`, `method=cpo`): no reference model.
+"""SimPO and CPO on TRL's experimental CPOTrainer (`make train-simpo`, `make train-cpo`): no reference model.
 
-Both are one trainer: `loss_type: simpo` with `cpo_alpha: 0` is SimPO (length-normalized log-probs and a
-target margin), `loss_type: sigmoid` with `cpo_alpha: 1` is CPO (summed log-probs plus an SFT term on chosen).
+One trainer: `loss_type: simpo` with `cpo_alpha: 0` is SimPO (length-normalized log-probs and a target margin),
+`loss_type: sigmoid` with `cpo_alpha: 1` is CPO (summed log-probs plus an SFT term on chosen).
 """
 
 from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-from prefopt.trl_args import make_config
-
-DATA_FORMAT = "paired"  # prompt, chosen, rejected
-USES_REFERENCE = False
+from prefopt.recipe import PAIR_METRICS, Recipe
 
 
-def build_config(cfg) -> CPOConfig:
-    return make_config(CPOConfig, cfg)
-
-
-def build_trainer(cfg, *, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
+def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
     return CPOTrainer(
         model=model,
-        args=build_config(cfg),
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
     )
+
+
+RECIPE = Recipe(
+    config_class=CPOConfig,
+    build_trainer=build_trainer,
+    data_format="paired",  # prompt, chosen, rejected
+    uses_reference=False,
+    logged_metrics=(*PAIR_METRICS, "nll_loss"),
+)

@@ -1,149 +1,34 @@
-"""DPO and IPO with trl.DPOTrainer (`method=dpo`, `method=ipo`: the same trainer, `loss_type: [ipo]`).
+"""DPO and IPO on TRL's DPOTrainer (`make train-dpo`, `make train-ipo`: the same trainer, `loss_type: [ipo]`).
 
-Copy it to start your own: `make new-recipe from=dpo name=my_dpo`, then edit build_trainer.
+Copy it to start your own: `make new-recipe from=dpo name=my_dpo`, then edit build_trainer or RECIPE.
 """
 
-import contextlib
-import logging
+from trl import DPOConfig
 
-import torch
-from accelerate.utils import is_peft_model
-from torch.utils.data import Sampler
-from trl import DPOConfig, DPOTrainer
-
-from prefopt.lm_head import add_completion_lm_head, triton_head
-from prefopt.ref_cache import ContentKeyedReferenceCache
-from prefopt.shared_prompt import add_shared_prompt_backbone, shared_prompt_rows
-from prefopt.trl_args import make_config
-
-DATA_FORMAT = "paired"  # prompt, chosen, rejected
-USES_REFERENCE = True
-PAIR_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")  # TRL's tokenized pairs
-
-logger = logging.getLogger(__name__)
+from prefopt.recipe import PAIR_METRICS, Recipe, sigmoid_dpo_start
+from prefopt.trainers import FastDPOTrainer
 
 
-class RecipeDPOTrainer(ContentKeyedReferenceCache, DPOTrainer):
-    """TRL's DPOTrainer, with the same loss and metrics, and four changes that only make it faster:
-
-    - `share_prompt`: each pair is one row, its prompt computed once for both answers (prefopt.shared_prompt);
-    - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (prefopt.ref_cache);
-    - without Triton (CPU), the log-probs come from prefopt.lm_head, which projects completion tokens only;
-    - `train_sampling_strategy: group_by_length` works (TRL 1.16's DPOTrainer fails with it: transformers looks
-      for an `input_ids` column): batches of pairs of similar length, see PairLengthSampler.
-    """
-
-    def __init__(self, *args, share_prompt: bool = True, **kwargs):
-        self._models_patched = False
-        self.share_prompt = share_prompt
-        super().__init__(*args, **kwargs)
-        self._patch_models()
-
-    def _precompute_ref_logps(self, dataset, name, batch_size):
-        self._patch_models()  # precompute_ref_log_probs runs inside TRL's __init__, after it patched its head
-        return super()._precompute_ref_logps(dataset, name, batch_size)
-
-    def _patch_models(self):
-        if self._models_patched:
-            return
-        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        reference = self.accelerator.unwrap_model(self.ref_model) if self.ref_model is not None else None
-        if not triton_head(self.accelerator.device):
-            # The fields TRL's __init__ requested: log-probs for the loss, the rest for its logged metrics.
-            outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
-            outputs += ("log_sum_sq_probs",) if self.use_weighting else ()
-            add_completion_lm_head(policy, outputs)
-            if reference is not None:
-                add_completion_lm_head(reference)
-        if self.share_prompt:
-            models = [policy] + ([reference] if reference is not None else [])
-            self.share_prompt = all([add_shared_prompt_backbone(m) for m in models])
-            if not self.share_prompt:
-                logger.info(
-                    "share_prompt: off for this model (its attention takes no custom mask), TRL's layout is used"
-                )
-        self._models_patched = True
-
-    def _compute_loss(self, model, inputs, return_outputs):
-        with self._pair_rows(inputs):
-            return super()._compute_loss(model, inputs, return_outputs)
-
-    def compute_ref_log_probs(self, model, inputs):
-        with self._pair_rows(inputs):
-            return super().compute_ref_log_probs(model, inputs)
-
-    def _pair_rows(self, inputs):
-        return shared_prompt_rows(inputs) if self.share_prompt else contextlib.nullcontext()
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = self.train_dataset if train_dataset is None else train_dataset
-        if self.args.train_sampling_strategy == "group_by_length" and _is_tokenized_pairs(dataset):
-            lengths = pair_lengths(dataset, self.args.max_length, self.share_prompt)
-            return PairLengthSampler(lengths, self.args.per_device_train_batch_size)
-        return super()._get_train_sampler(train_dataset)
-
-    def _get_eval_sampler(self, eval_dataset):
-        if self.args.train_sampling_strategy == "group_by_length" and _is_tokenized_pairs(eval_dataset):
-            return None  # sequential: evaluation order does not change the metrics, grouping it buys little
-        return super()._get_eval_sampler(eval_dataset)
-
-
-class PairLengthSampler(Sampler):
-    """Indices in batches of pairs of similar padded length, the batches in random order.
-
-    Each epoch: shuffle, sort by length (equal lengths stay shuffled), cut into batches of `batch_size`; the
-    longest batch goes first (a run that does not fit in memory fails at once), the short remainder last, the rest
-    shuffled, so that the loader's batches are exactly these. Sorting the whole epoch pads less than transformers'
-    LengthGroupedSampler, which sorts within groups of up to 50 batches. Randomness comes from torch's global
-    generator, which the trainer seeds (every rank alike).
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int):
-        self.lengths, self.batch_size = lengths, batch_size
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        shuffled = torch.randperm(len(self.lengths)).tolist()
-        ordered = sorted(shuffled, key=self.lengths.__getitem__, reverse=True)
-        batches = [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
-        first, middle = batches[:1], batches[1:]
-        last = [middle.pop()] if middle and len(middle[-1]) < self.batch_size else []
-        middle = [middle[i] for i in torch.randperm(len(middle)).tolist()]
-        return iter([index for batch in first + middle + last for index in batch])
-
-
-def _is_tokenized_pairs(dataset) -> bool:
-    return dataset is not None and set(PAIR_COLUMNS) <= set(getattr(dataset, "column_names", []))
-
-
-def pair_lengths(dataset, max_length: int | None, shared_prompt: bool = False) -> list[int]:
-    """Each pair's row length in a batch, after TRL truncates prompt + answer to max_length: the prompt and both
-    answers with `shared_prompt`, else the prompt and the longer answer (the collator pads the other to it)."""
-    columns = dataset.select_columns(list(PAIR_COLUMNS))
-    cap = max_length or float("inf")
-    lengths = []
-    for p, c, r in zip(*(columns[name] for name in PAIR_COLUMNS)):
-        chosen, rejected = min(len(p) + len(c), cap), min(len(p) + len(r), cap)
-        prompt = min(len(p), cap)
-        lengths.append(chosen + rejected - prompt if shared_prompt else max(chosen, rejected))
-    return lengths
-
-
-def build_config(cfg) -> DPOConfig:
-    return make_config(DPOConfig, cfg)
-
-
-def build_trainer(cfg, *, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
-    return RecipeDPOTrainer(
+def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
+    return FastDPOTrainer(
         model=model,
         ref_model=ref_model,  # None with LoRA: the base with the adapter disabled is the reference
-        args=build_config(cfg),
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
-        share_prompt=cfg.method.get("share_prompt", True),
+        share_prompt=cfg.method.get("share_prompt", True),  # one row per pair, its prompt computed once
     )
+
+
+RECIPE = Recipe(
+    config_class=DPOConfig,
+    build_trainer=build_trainer,
+    data_format="paired",  # prompt, chosen, rejected
+    uses_reference=True,
+    loss_at_start=sigmoid_dpo_start,  # ln 2 for loss_type [sigmoid]
+    logged_metrics=(*PAIR_METRICS, "logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy"),
+    fused_lm_head=True,  # TRL's chunked head (or prefopt.lm_head on CPU): the logits are never held whole
+)

@@ -1,30 +1,29 @@
-"""KTO with trl.KTOTrainer (`method=kto`): unpaired desirable/undesirable answers; pairs are unpaired for it."""
+"""KTO on TRL's KTOTrainer (`make train-kto`): desirable/undesirable answers; pairs are unpaired for it."""
 
-from trl import KTOConfig, KTOTrainer
+from trl import KTOConfig
 
-from prefopt.ref_cache import ContentKeyedReferenceCache
-from prefopt.trl_args import make_config
-
-DATA_FORMAT = "unpaired"  # prompt, completion, label
-USES_REFERENCE = True
+from prefopt.recipe import Recipe
+from prefopt.trainers import CachedKTOTrainer
 
 
-class KTOTrainerWithCache(ContentKeyedReferenceCache, KTOTrainer):
-    """TRL's KTOTrainer, whose precomputed reference log-probs are reused across runs and sweep jobs."""
-
-
-def build_config(cfg) -> KTOConfig:
-    return make_config(KTOConfig, cfg)
-
-
-def build_trainer(cfg, *, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
-    return KTOTrainerWithCache(
+def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
+    return CachedKTOTrainer(
         model=model,
         ref_model=ref_model,
-        args=build_config(cfg),
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
     )
+
+
+RECIPE = Recipe(
+    config_class=KTOConfig,
+    build_trainer=build_trainer,
+    data_format="unpaired",  # prompt, completion, label
+    uses_reference=True,
+    logged_metrics=("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "kl"),
+    fused_lm_head=True,
+)

@@ -1,24 +1,26 @@
-"""ORPO with trl.experimental.orpo.ORPOTrainer (`method=orpo`): SFT plus an odds-ratio term, no reference model."""
+"""ORPO on TRL's experimental ORPOTrainer (`make train-orpo`): SFT plus an odds-ratio term, no reference model."""
 
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-from prefopt.trl_args import make_config
-
-DATA_FORMAT = "paired"
-USES_REFERENCE = False
+from prefopt.recipe import PAIR_METRICS, Recipe
 
 
-def build_config(cfg) -> ORPOConfig:
-    return make_config(ORPOConfig, cfg)
-
-
-def build_trainer(cfg, *, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
+def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
     return ORPOTrainer(
         model=model,
-        args=build_config(cfg),
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
     )
+
+
+RECIPE = Recipe(
+    config_class=ORPOConfig,
+    build_trainer=build_trainer,
+    data_format="paired",
+    uses_reference=False,  # its rewards are beta * log-probs, not log-ratios
+    logged_metrics=(*PAIR_METRICS, "nll_loss", "log_odds_ratio", "log_odds_chosen"),
+)

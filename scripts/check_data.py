@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def check(cfg: DictConfig) -> dict:
-    data_format = load_recipe(cfg.method.recipe).DATA_FORMAT
+    data_format = load_recipe(cfg.method.recipe).data_format
     check_available(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
     train, eval_ = load_splits(cfg.dataset, data_format)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from prefopt import reports
 from prefopt.errors import RecipeError
-from prefopt.evaluation import EVAL_FILE
-from prefopt.run_files import METRICS_FILE
+from prefopt.run_files import EVAL_FILE, METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 # label -> the overrides that select it; SimPO joins when its config exists.
@@ -71,20 +70,9 @@ def train_one(label: str, overrides: list[str], out: Path) -> Path:
     return run_dir
 
 
-def _get(data: dict | None, *path):
-    for key in path:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
-
-
 def read_row(label: str, run_dir: Path) -> dict:
-    """The table row of one run, straight from its metrics.json and eval.json (None where absent)."""
-
-    def load(name):
-        path = run_dir / name
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    metrics, evaluation = load(METRICS_FILE), load(EVAL_FILE)
+    """The table row of one run, straight from its metrics.json and eval.json (None where absent or unreadable)."""
+    metrics, evaluation = reports.read_json(run_dir / METRICS_FILE), reports.read_json(run_dir / EVAL_FILE)
     status = (metrics or {}).get("status", "failed")
     error = (metrics or {}).get("error")
     if metrics is None:
@@ -97,28 +85,21 @@ def read_row(label: str, run_dir: Path) -> dict:
         "status": status,
         "error": error,
         "beta": (metrics or {}).get("beta"),
-        "pass_before": _get(evaluation, "generation", "pass_rate", "reference"),
-        "pass_after": _get(evaluation, "generation", "pass_rate", "policy"),
-        "reward_accuracy": _get(evaluation, "pairs", "reward_accuracy"),
-        "kl": _get(evaluation, "generation", "kl_policy_reference"),
-        "mean_length": _get(evaluation, "generation", "mean_length_chars", "policy"),
+        "pass_before": reports.lookup(evaluation, "generation", "pass_rate", "reference"),
+        "pass_after": reports.lookup(evaluation, "generation", "pass_rate", "policy"),
+        "reward_accuracy": reports.lookup(evaluation, "pairs", "reward_accuracy"),
+        "kl": reports.lookup(evaluation, "generation", "kl_policy_reference"),
+        "mean_length": reports.lookup(evaluation, "generation", "mean_length_chars", "policy"),
         "wall_time_s": (metrics or {}).get("wall_time_s"),
     }
 
 
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def format_table(rows: list[dict]) -> str:
     """A markdown table padded to line up in a terminal."""
-    cells = [[header for _, header in COLUMNS]] + [[_cell(row[key]) for key, _ in COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
-    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
-    return "\n".join(lines)
+    cells = [[header for _, header in COLUMNS]] + [
+        [reports.format_cell(row[key]) for key, _ in COLUMNS] for row in rows
+    ]
+    return reports.markdown_table(cells)
 
 
 def write_markdown(rows: list[dict], overrides: list[str], path: Path) -> None:
@@ -141,16 +122,12 @@ def write_markdown(rows: list[dict], overrides: list[str], path: Path) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
+    plt = reports.pyplot()
     labels = [row["method"] for row in rows]
     x = range(len(rows))
 
     def values(key):
-        return [row[key] if isinstance(row[key], (int, float)) and math.isfinite(row[key]) else 0.0 for row in rows]
+        return [reports.finite_number(row[key]) or 0.0 for row in rows]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 3.6))
     width = 0.38
@@ -163,9 +140,7 @@ def plot(rows: list[dict], path: Path) -> None:
     right.set_ylabel("KL(policy || reference)")
     for ax in (left, right):
         ax.set_xticks(list(x), labels, rotation=20)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reports.save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

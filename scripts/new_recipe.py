@@ -40,7 +40,7 @@ def check_method_name(root: Path, name: str) -> None:
             f"not a keyword), because it becomes the module recipes/{name}.py. Try name={_identifier(name)}."
         )
     if (root / "recipes" / name).is_dir():
-        raise RecipeError(f"name={name}: recipes/{name}/ is a package of shared code; pick another name.")
+        raise RecipeError(f"name={name}: recipes/{name}/ is a folder already; pick another name.")
 
 
 def _identifier(name: str) -> str:

@@ -10,16 +10,15 @@ frontier.csv (one row per point: mean, standard error, n) into the sweep dir; --
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics
 import sys
 from pathlib import Path
 
+from prefopt import reports
 from prefopt.errors import RecipeError
-from prefopt.evaluation import EVAL_FILE
-from prefopt.run_files import CONFIG_FILE, METRICS_FILE
+from prefopt.run_files import CONFIG_FILE, EVAL_FILE, METRICS_FILE
 
 FIELDS = [
     "method",
@@ -33,11 +32,6 @@ FIELDS = [
     "on_frontier",
     "runs",
 ]
-
-
-def _finite(value) -> float | None:
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return float(value) if numeric and math.isfinite(value) else None
 
 
 def method_label(run_dir: Path, metrics: dict) -> str:
@@ -61,12 +55,12 @@ def read_points(sweep_dir: Path) -> list[dict]:
     points, skipped = [], []
     for eval_path in sorted(sweep_dir.rglob(EVAL_FILE)):
         run_dir = eval_path.parent
-        if not (run_dir / METRICS_FILE).is_file():
+        metrics = reports.read_json(run_dir / METRICS_FILE)
+        if metrics is None:
             continue
-        metrics, evaluation = json.loads((run_dir / METRICS_FILE).read_text()), json.loads(eval_path.read_text())
-        generation = evaluation.get("generation") or {}
-        kl = _finite(generation.get("kl_policy_reference"))
-        pass_rate = _finite((generation.get("pass_rate") or {}).get("policy"))
+        generation = (reports.read_json(eval_path) or {}).get("generation") or {}
+        kl = reports.finite_number(generation.get("kl_policy_reference"))
+        pass_rate = reports.finite_number((generation.get("pass_rate") or {}).get("policy"))
         if kl is None or pass_rate is None:
             skipped.append(run_dir.name)
             continue
@@ -74,11 +68,11 @@ def read_points(sweep_dir: Path) -> list[dict]:
             {
                 "run": str(run_dir.relative_to(sweep_dir)),
                 "method": method_label(run_dir, metrics),
-                "beta": _finite(metrics.get("beta")),
+                "beta": reports.finite_number(metrics.get("beta")),
                 "seed": _seed(run_dir),
                 "kl": kl,
                 "pass_rate": pass_rate,
-                "reference_pass_rate": _finite((generation.get("pass_rate") or {}).get("reference")),
+                "reference_pass_rate": reports.finite_number((generation.get("pass_rate") or {}).get("reference")),
             }
         )
     if skipped:
@@ -151,11 +145,7 @@ def label(point: dict) -> str:
 
 
 def plot(points: list[dict], runs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
+    plt = reports.pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     repeated = any(p["n"] > 1 for p in points)
     for method in sorted({p["method"] for p in points}):
@@ -197,45 +187,34 @@ def plot(points: list[dict], runs: list[dict], path: Path) -> None:
     )
     ax.set_ylim(-0.03, min(1.03, 1.25 * highest + 0.05))  # zoomed on the data: low pass rates stay readable
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    reports.save_figure(fig, path)
 
 
 def write_csv(points: list[dict], path: Path) -> None:
     """Full-precision numbers, one row per plotted point; runs are joined by ';' and an absent value is empty."""
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(
-            {k: ("" if p[k] is None else ";".join(p[k]) if k == "runs" else p[k]) for k in FIELDS} for p in points
-        )
+    reports.write_csv(path, FIELDS, ({**p, "runs": ";".join(p["runs"])} for p in points))
 
 
 def format_table(points: list[dict]) -> str:
-    def number(value, spec):
-        return "-" if value is None else format(value, spec)
-
     def mean_se(point, key, spec):
         se = point[f"{key}_se"]
-        return number(point[key], spec) + ("" if se is None else " ± " + format(se, spec))
+        return reports.format_cell(point[key], spec) + ("" if se is None else " ± " + format(se, spec))
 
     header = ["method", "beta", "n", "kl", "pass_rate", "reference_pass_rate", "on_frontier", "runs"]
     cells = [header] + [
         [
             p["method"],
-            number(p["beta"], "g"),
+            reports.format_cell(p["beta"], "g"),
             str(p["n"]),
             mean_se(p, "kl", ".3f"),
             mean_se(p, "pass_rate", ".3f"),
-            number(p["reference_pass_rate"], ".3f"),
+            reports.format_cell(p["reference_pass_rate"], ".3f"),
             "yes" if p["on_frontier"] else "",
             ",".join(p["runs"]),
         ]
         for p in points
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    return reports.console_table(cells, rule=False)
 
 
 def main(argv: list[str] | None = None) -> int:

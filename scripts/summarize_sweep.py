@@ -7,7 +7,6 @@ to summary.csv, summary.md and summary.png (metrics against beta) in the sweep d
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -15,13 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from prefopt import reports
 from prefopt.errors import RecipeError
-from prefopt.run_files import CONFIG_FILE, METRICS_FILE
+from prefopt.run_files import CONFIG_FILE, EVAL_FILE, METRICS_FILE
 
-EVAL_FILE = "eval.json"  # the held-out evaluation of the trained model (prefopt/evaluation.py); wins over metrics.json
 METRICS = ["train_loss", "eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"]
-# Behaviour metrics, shown only when some job has them (reward accuracy is not behaviour: see README). Each is read
-# flat (`pass_rate`) or where prefopt/evaluation.py nests it: the policy's greedy pass rate, its KL to the reference.
+# Behaviour metrics, shown only when some job has them (reward accuracy is not behaviour: see docs/evaluation.md). Each is read
+# flat (`pass_rate`) or where prefopt/evaluation nests it: the policy's greedy pass rate, its KL to the reference.
 EVAL_METRICS = {
     "pass_rate": ("generation", "pass_rate", "policy"),
     "kl": ("generation", "kl_policy_reference"),
@@ -43,25 +42,11 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def read_job(job_dir: Path) -> dict:
     """Overrides, status, beta and metrics of one job; a job without a readable metrics.json counts as failed."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in (yaml.safe_load(overrides_file.read_text()) or [])] if overrides_file.is_file() else []
-    metrics = _read_json(job_dir / METRICS_FILE)
+    metrics = reports.read_json(job_dir / METRICS_FILE)
     if metrics is None:
         state = "missing" if not (job_dir / METRICS_FILE).exists() else "unreadable"
         status, error, metrics = (
@@ -72,27 +57,26 @@ def read_job(job_dir: Path) -> dict:
     else:
         status = str(metrics.get("status", "completed"))
         error = metrics.get("error")
-    evaluation = _read_json(job_dir / EVAL_FILE) or {}
+    evaluation = reports.read_json(job_dir / EVAL_FILE) or {}
 
     row = {"job": job_dir.name, "overrides": overrides, "beta": _beta(metrics, overrides, job_dir), "status": status}
     for key in METRICS + ["wall_time_s"]:
-        row[key] = _number(metrics.get(key)) if status == "completed" else None
+        row[key] = reports.finite_number(metrics.get(key)) if status == "completed" else None
     for key, nested in EVAL_METRICS.items():
-        found = [_lookup(source, path) for source in (evaluation, metrics) for path in ((key,), nested)]
+        found = [
+            reports.finite_number(reports.lookup(source, *path))
+            for source in (evaluation, metrics)
+            for path in ((key,), nested)
+        ]
         row[key] = next((v for v in found if v is not None), None) if status == "completed" else None
     row["error"] = error
     return row
 
 
-def _lookup(data: dict, path: tuple[str, ...]) -> float | None:
-    for key in path:
-        data = data.get(key) if isinstance(data, dict) else None
-    return _number(data)
-
-
 def _beta(metrics: dict, overrides: list[str], job_dir: Path) -> float | None:
-    if _number(metrics.get("beta")) is not None:
-        return _number(metrics["beta"])
+    beta = reports.finite_number(metrics.get("beta"))
+    if beta is not None:
+        return beta
     for override in overrides:
         key, _, value = override.partition("=")
         if key.lstrip("+") == "method.beta":
@@ -103,7 +87,7 @@ def _beta(metrics: dict, overrides: list[str], job_dir: Path) -> float | None:
     config_file = job_dir / CONFIG_FILE
     if config_file.is_file():
         config = yaml.safe_load(config_file.read_text()) or {}
-        return _number((config.get("method") or {}).get("beta"))
+        return reports.finite_number((config.get("method") or {}).get("beta"))
     return None
 
 
@@ -128,11 +112,7 @@ def summarize(sweep_dir: Path) -> dict:
 
 
 def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return " ".join(value) if isinstance(value, list) else str(value)
+    return " ".join(value) if isinstance(value, list) else reports.format_cell(value, ".4g", missing="")
 
 
 def table_rows(summary: dict) -> list[list[str]]:
@@ -142,11 +122,7 @@ def table_rows(summary: dict) -> list[list[str]]:
 
 def format_table(summary: dict) -> str:
     """A markdown table padded to line up in a terminal: readable printed and valid in summary.md."""
-    cells = table_rows(summary)
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
-    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
-    return "\n".join(lines)
+    return reports.markdown_table(table_rows(summary))
 
 
 def failures(summary: dict) -> list[str]:
@@ -166,13 +142,7 @@ def headline(summary: dict) -> str:
 def write_csv(summary: dict, path: Path) -> None:
     """Full-precision numbers (the table rounds them), one row per job."""
     header = ["job", "overrides", "beta", "status", *summary["metrics"], "wall_time_s", "error"]
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for row in summary["rows"]:
-            writer.writerow(
-                ["" if row[k] is None else (" ".join(row[k]) if k == "overrides" else row[k]) for k in header]
-            )
+    reports.write_csv(path, header, ({**row, "overrides": " ".join(row["overrides"])} for row in summary["rows"]))
 
 
 def write_markdown(summary: dict, path: Path) -> None:
@@ -188,11 +158,7 @@ def write_markdown(summary: dict, path: Path) -> None:
 
 def plot(summary: dict, path: Path) -> None:
     """One panel per metric against beta (job number when beta is not known), completed jobs only."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
+    plt = reports.pyplot()
     done = [row for row in summary["rows"] if row["status"] == "completed"]
     by_beta = bool(done) and all(row["beta"] is not None for row in done)
     # A line joins the points only when beta is all that varies; a search over more knobs gets bare points.
@@ -223,9 +189,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_title(metric)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{Path(summary['sweep_dir']).name}: {summary['completed']}/{summary['jobs']} jobs completed")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    reports.save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from transformers import set_seed
 
-from prefopt.adapters import build_policy_and_reference, quantization_config, reference_for_evaluation
+from prefopt.adapters import build_policy_and_reference, quantization_config
 from prefopt.callbacks import build_callbacks
 from prefopt.checkpoints import resolve_resume
 from prefopt.data import load_splits
@@ -29,7 +29,8 @@ from prefopt.distributed import is_main_process, quiet_other_ranks, undo_evaluat
 from prefopt.errors import RecipeError, RunInterrupted
 from prefopt.evaluation import evaluate_after_training
 from prefopt.memory import dry_run, fit_hardware
-from prefopt.models import check_available, load_tokenizer, pick_precision
+from prefopt.model_setup import resolve_model_setup
+from prefopt.models import check_available, load_tokenizer
 from prefopt.recipe import load_recipe
 from prefopt.run_files import (
     LOG_HISTORY_FILE,
@@ -51,29 +52,29 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     check_sections(cfg)
     recipe = load_recipe(cfg.method.recipe)
-    fit_hardware(cfg, recipe)  # hardware=24gb|40gb|80gb: micro-batch, accumulation, checkpointing into cfg.train
-    validate(cfg, recipe)
+    setup = resolve_model_setup(cfg, recipe)  # policy, reference, adapters, precision, processes: decided once
+    fit_hardware(cfg, recipe, setup)  # hardware=24gb|40gb|80gb: micro-batch, accumulation, checkpointing
+    validate(cfg, recipe, setup)
     checkpoint = resolve_resume(cfg.train.resume, run_dir)
     refuse_existing_run(run_dir, resuming=checkpoint is not None)
     check_available(cfg.model)
     save_config(cfg, run_dir)
 
-    precision = pick_precision(cfg.precision)
     tokenizer = load_tokenizer(cfg.model)
-    quant_config = quantization_config(cfg.peft, precision)
-    # What the reference is (cfg.ref): a frozen copy for peft=none and under data parallelism, else inside the policy.
-    model, ref_model, peft_config = build_policy_and_reference(cfg, recipe, precision, quant_config)
-    train_data, eval_data = load_splits(cfg.dataset, recipe.DATA_FORMAT)
-    log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.DATA_FORMAT)
+    quant_config = quantization_config(cfg.peft, setup.precision)
+    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config)
+    train_data, eval_data = load_splits(cfg.dataset, recipe.data_format)
+    log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.data_format)
     log_summary(train_data, eval_data, tokenizer, cfg.train.max_length)
     train_data, eval_data = drop_unusable(train_data, eval_data, tokenizer, cfg.train.max_length)
     train_data, eval_data = on_disk(train_data, "train"), on_disk(eval_data, "eval")  # lets TRL's caches persist
 
     start_wandb(cfg, run_dir, run_name(cfg))
     set_seed(cfg.train.seed)  # LoRA initialization, dropout and data order: the same run for the same seed
-    callbacks = build_callbacks(cfg)
+    callbacks = build_callbacks(cfg, recipe)
     trainer = recipe.build_trainer(
         cfg,
+        args=recipe.build_config(cfg, setup),
         model=model,
         ref_model=ref_model,
         tokenizer=tokenizer,
@@ -105,7 +106,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "dataset": cfg.dataset.name,
         "peft": cfg.peft.name,
         "beta": cfg.method.get("beta"),
-        "precision": precision,
+        "precision": setup.precision,
         "status": status,
         **train_metrics,
         **after,
@@ -115,8 +116,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     write_json(run_dir / METRICS_FILE, metrics)
     write_json(run_dir / LOG_HISTORY_FILE, {"log_history": trainer.state.log_history})
     if is_main_process() and status == "completed":
-        eval_ref = reference_for_evaluation(cfg, ref_model, trainer.args.device, precision, quant_config)
-        evaluate_after_training(cfg, trainer, eval_ref, tokenizer, run_dir)  # eval.json: verifier pass rates, KL
+        evaluate_after_training(cfg, recipe, setup, trainer, ref_model, tokenizer, run_dir)  # eval.json
     log.info("run directory: %s", run_dir)
     return metrics
 

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from prefopt import config as recipes_config
+from prefopt.model_setup import ModelSetup, resolve_model_setup
+from prefopt.recipe import Recipe, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -30,6 +32,12 @@ FAST = ["model=tiny-random", "logger=none", "train.max_steps=4", "dataset.num_tr
 def compose_config(*overrides: str):
     """The real config as the launcher sees it (hydra: interpolations resolve to a scratch run directory)."""
     return recipes_config.compose_config(*overrides, output_dir=tempfile.mkdtemp(prefix="run-"))
+
+
+def recipe_and_setup(cfg) -> tuple[Recipe, ModelSetup]:
+    """The recipe a composed config names and the model set-up the launcher resolves for it."""
+    recipe = load_recipe(cfg.method.recipe)
+    return recipe, resolve_model_setup(cfg, recipe)
 
 
 def load_script(relative_path: str):

@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from prefopt.data.checks import boundaries, completion_fields, is_messages, measure
 from prefopt.data.local import prompt_key
+from prefopt.reports import format_cell
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,7 @@ def data_report(
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    return format_cell(value, ".2f")
 
 
 def format_table(report: dict, title: str = "") -> str:

@@ -4,6 +4,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from prefopt.adapters import lora_config
+from prefopt.model_setup import resolve_model_setup
 from prefopt.recipe import load_recipe
 from prefopt.validation import validate
 from tests.conftest import CONF, compose_config
@@ -19,7 +20,7 @@ def options(group: str) -> list[str]:
 def test_every_option_composes_and_builds_its_trl_config(group, option):
     cfg = compose_config(f"{group}={option}")
     recipe = load_recipe(cfg.method.recipe)
-    validate(cfg, recipe)
+    validate(cfg, recipe, resolve_model_setup(cfg, recipe))
     args = recipe.build_config(cfg)
     assert args.output_dir and args.run_name.startswith(cfg.method.name)
     lora_config(cfg.peft)

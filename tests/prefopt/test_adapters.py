@@ -1,5 +1,6 @@
 """prefopt.adapters: which policy and reference each `ref=` choice builds, in one process and under data parallelism."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,7 @@ from peft import PeftModel, get_peft_model
 from prefopt.adapters import build_policy_and_reference, lora_config, reference_for_evaluation
 from prefopt.errors import RecipeError
 from prefopt.models import load_model
-from prefopt.recipe import load_recipe
-from tests.conftest import compose_config
+from tests.conftest import compose_config, recipe_and_setup
 
 IDS = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
 
@@ -30,7 +30,8 @@ def save_sft_adapter(folder: Path, seed: int = 1) -> Path:
 
 def build(*overrides, precision="fp32"):
     cfg = compose_config("model=tiny-random", *overrides)
-    return cfg, build_policy_and_reference(cfg, load_recipe(cfg.method.recipe), precision)
+    _, setup = recipe_and_setup(cfg)
+    return cfg, build_policy_and_reference(cfg, dataclasses.replace(setup, precision=precision))
 
 
 def logits(model):
@@ -110,13 +111,17 @@ def test_ref_model_with_another_vocabulary_is_refused(tmp_path):
 
 def test_evaluation_reference_is_base_with_sft_adapter_not_the_bare_base(sft_adapter, expected):
     cfg = compose_config("model=tiny-random", "ref=sft_adapter", f"ref.adapter_path={sft_adapter}")
-    reference = reference_for_evaluation(cfg, None, torch.device("cpu"), "fp32")
+    _, setup = recipe_and_setup(cfg)
+    reference = reference_for_evaluation(cfg, setup, None, torch.device("cpu"))
     assert torch.allclose(logits(reference), expected[1], atol=1e-6)
     assert not any(p.requires_grad for p in reference.parameters())
-
-    off = compose_config(
-        "model=tiny-random", "ref=sft_adapter", f"ref.adapter_path={sft_adapter}", "eval_generation.enabled=false"
-    )
-    assert reference_for_evaluation(off, None, torch.device("cpu"), "fp32") is None  # nothing evaluates: load nothing
     separate = torch.nn.Linear(1, 1)
-    assert reference_for_evaluation(cfg, separate, torch.device("cpu"), "fp32") is separate
+    assert reference_for_evaluation(cfg, setup, separate, torch.device("cpu")) is separate
+
+
+def test_evaluation_reference_is_the_disabled_adapter_or_the_starting_weights():
+    lora = compose_config("model=tiny-random")
+    assert reference_for_evaluation(lora, recipe_and_setup(lora)[1], None, torch.device("cpu")) is None
+    full = compose_config("model=tiny-random", "method=orpo", "peft=none")  # no reference model was kept
+    reference = reference_for_evaluation(full, recipe_and_setup(full)[1], None, torch.device("cpu"))
+    assert torch.allclose(logits(reference), logits(load_model(full.model, "fp32", seed=full.train.seed)))

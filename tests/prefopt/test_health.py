@@ -9,7 +9,14 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from prefopt.callbacks import build_callbacks
 from prefopt.health import HealthThresholds, TrainingHealthMonitor, health_callbacks
+from prefopt.recipe import load_recipe
 from tests.conftest import compose_config
+
+
+def config_and_recipe(*overrides: str):
+    cfg = compose_config(*overrides)
+    return cfg, load_recipe(cfg.method.recipe)
+
 
 LN2 = math.log(2)
 
@@ -156,15 +163,15 @@ def test_inf_loss_names_the_last_checkpoint_saved_before_it(tmp_path, caplog):
 
 
 def test_monitor_is_on_by_default_and_configured_per_method():
-    dpo = [cb for cb in build_callbacks(compose_config()) if isinstance(cb, TrainingHealthMonitor)]
+    dpo = [cb for cb in build_callbacks(*config_and_recipe()) if isinstance(cb, TrainingHealthMonitor)]
     assert len(dpo) == 1 and dpo[0].loss_at_start == pytest.approx(LN2) and dpo[0].rewards_are_log_ratios
     assert dpo[0].thresholds == HealthThresholds.from_config(compose_config().monitor)
-    (sft,) = health_callbacks(compose_config("method.loss_type=[sigmoid,sft]"))
+    (sft,) = health_callbacks(*config_and_recipe("method.loss_type=[sigmoid,sft]"))
     assert sft.loss_at_start is None  # DPO+SFT starts above ln 2
-    (orpo,) = health_callbacks(compose_config("method=orpo"))
+    (orpo,) = health_callbacks(*config_and_recipe("method=orpo"))
     assert orpo.loss_at_start is None and not orpo.rewards_are_log_ratios
-    assert health_callbacks(compose_config("monitor.enabled=false")) == []
-    (tight,) = health_callbacks(compose_config("monitor.margin_above=3.5"))
+    assert health_callbacks(*config_and_recipe("monitor.enabled=false")) == []
+    (tight,) = health_callbacks(*config_and_recipe("monitor.margin_above=3.5"))
     assert tight.thresholds.margin_above == 3.5
 
 

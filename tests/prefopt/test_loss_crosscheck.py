@@ -55,6 +55,7 @@ def dpo_trainer(*overrides):
     train, held_out = load_splits(cfg.dataset, "paired")
     trainer = dpo.build_trainer(
         cfg,
+        args=dpo.RECIPE.build_config(cfg),
         model=perturbed_copy(cfg),
         ref_model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
         tokenizer=load_tokenizer(cfg.model),
@@ -117,6 +118,7 @@ def test_orpo_loss_matches_trl():
     model = load_model(cfg.model, "fp32", seed=cfg.train.seed)
     trainer = orpo.build_trainer(
         cfg,
+        args=orpo.RECIPE.build_config(cfg),
         model=model,
         ref_model=None,
         tokenizer=load_tokenizer(cfg.model),

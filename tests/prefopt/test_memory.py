@@ -6,12 +6,13 @@ import pytest
 
 from prefopt.errors import RecipeError
 from prefopt.memory import Setup, estimate, fit_hardware, model_shape, pick, plan
+from prefopt.model_setup import resolve_model_setup
 from prefopt.recipe import load_recipe
 from prefopt.trl_args import trl_kwargs
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, recipe_and_setup
 
 # Peak torch.cuda.max_memory_allocated, plain TRL 1.16 DPO on a random-init Llama-3-8B shape, LoRA r16 all-linear,
-# bf16, 4 pairs x 2 x 1024 tokens per step (README, Performance).
+# bf16, 4 pairs x 2 x 1024 tokens per step (docs/performance.md).
 MEASURED_GIB = {("lora", True): 20.1, ("lora", False): 69.6, ("qlora", True): 9.5}
 QLORA_FOOTPRINT_GIB = 5.2  # model.get_memory_footprint() of the nf4 double-quantized model
 
@@ -78,7 +79,7 @@ def test_bigger_preset_picks_a_bigger_micro_batch_or_drops_checkpointing():
         compose_config("model=llama3-8b", "peft=lora", f"hardware={hw}", "train.max_length=1024")
         for hw in ("24gb", "80gb")
     ]
-    small, big = (plan(cfg, load_recipe(cfg.method.recipe)).choice for cfg in configs)
+    small, big = (plan(cfg, *recipe_and_setup(cfg)).choice for cfg in configs)
     assert big.micro_batch > small.micro_batch or (small.checkpointing and not big.checkpointing)
 
 
@@ -91,13 +92,13 @@ def test_preset_choice_reaches_the_trl_config_and_launcher_keys_do_not():
         "train.activation_checkpointing=true",
     )
     recipe = load_recipe(cfg.method.recipe)
-    fit_hardware(cfg, recipe)
+    fit_hardware(cfg, recipe, resolve_model_setup(cfg, recipe))
     args = recipe.build_config(cfg)
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 16
-    expected = plan(cfg, recipe).choice
+    expected = plan(cfg, recipe, resolve_model_setup(cfg, recipe)).choice
     chosen = (args.per_device_train_batch_size, args.activation_checkpointing)
     assert chosen == (expected.micro_batch, expected.checkpointing)
-    assert not {"hardware", "dry_run", "memory_gib", "headroom_gib"} & set(trl_kwargs(cfg))
+    assert not {"hardware", "dry_run", "memory_gib", "headroom_gib"} & set(trl_kwargs(cfg, recipe_and_setup(cfg)[1]))
 
 
 def test_kto_keeps_at_least_two_rows_per_micro_batch():
@@ -105,29 +106,29 @@ def test_kto_keeps_at_least_two_rows_per_micro_batch():
         "method=kto", "model=llama3-8b", "hardware=24gb", "train.max_length=4096", "train.per_device_train_batch_size=8"
     )
     recipe = load_recipe(cfg.method.recipe)
-    fit_hardware(cfg, recipe)
+    fit_hardware(cfg, recipe, resolve_model_setup(cfg, recipe))
     assert cfg.train.per_device_train_batch_size >= 2
 
 
 def test_full_fine_tuning_of_an_8b_model_on_24gb_fails_early_with_what_to_do():
     cfg = compose_config("model=llama3-8b", "peft=none", "hardware=24gb")
     with pytest.raises(RecipeError, match=r"hardware=24gb: .*llama3-8b.* does not fit in 22 GiB") as info:
-        fit_hardware(cfg, load_recipe(cfg.method.recipe))
+        fit_hardware(cfg, *recipe_and_setup(cfg))
     assert "peft=lora or peft=qlora" in str(info.value) and "ref=precomputed" in str(info.value)
 
 
 def test_no_preset_leaves_the_train_section_as_written_and_needs_no_shape():
     cfg = compose_config("model=llama3-8b", "model.shape=null", "train.activation_checkpointing=true")
     before = dict(cfg.train)
-    fit_hardware(cfg, load_recipe(cfg.method.recipe))
+    fit_hardware(cfg, *recipe_and_setup(cfg))
     assert dict(cfg.train) == before
     with pytest.raises(RecipeError, match="shape: block"):
-        plan(cfg, load_recipe(cfg.method.recipe))
+        plan(cfg, *recipe_and_setup(cfg))
 
 
 def test_report_shows_every_part_and_the_budget():
     cfg = compose_config("model=llama3-8b", "peft=qlora", "hardware=24gb")
-    text = plan(cfg, load_recipe(cfg.method.recipe)).report()
+    text = plan(cfg, *recipe_and_setup(cfg)).report()
     for part in (
         "weights (nf4 + bf16)",
         "adapters r16, bf16",

@@ -9,6 +9,7 @@ from prefopt import shared_prompt
 from prefopt.adapters import lora_config
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
+from prefopt.trainers import FastDPOTrainer
 from recipes import dpo
 from tests.conftest import compose_config
 
@@ -20,7 +21,7 @@ IDS = torch.tensor(
 )
 COMPLETION = torch.tensor([[0, 0, 0, 1, 1, 0, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0]])
 ATTENTION = (IDS != 0).long()
-# On a GPU machine `pytest tests/recipes/test_shared_prompt.py -k cuda` checks the rows on CUDA's attention kernels
+# On a GPU machine `pytest tests/prefopt/test_shared_prompt.py -k cuda` checks the rows on CUDA's attention kernels
 # (sdpa takes its memory-efficient kernel for a custom mask, not the flash one).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 
@@ -106,11 +107,11 @@ def test_recipe_trainer_computes_each_prompt_once_with_trls_loss_and_gradients(m
     cfg = compose_config(*TINY, "+train.train_sampling_strategy=sequential")
     train, _ = load_splits(cfg.dataset, "paired")
     results = {}
-    for trainer_class in (DPOTrainer, dpo.RecipeDPOTrainer):
+    for trainer_class in (DPOTrainer, FastDPOTrainer):
         torch.manual_seed(0)
         trainer = trainer_class(
             model=load_model(cfg.model, "fp32", seed=0),
-            args=dpo.build_config(cfg),
+            args=dpo.RECIPE.build_config(cfg),
             train_dataset=train,
             processing_class=load_tokenizer(cfg.model),
             peft_config=lora_config(cfg.peft),
@@ -130,7 +131,7 @@ def test_recipe_trainer_computes_each_prompt_once_with_trls_loss_and_gradients(m
     pairs, length = inputs["input_ids"].shape[0] // 2, inputs["input_ids"].shape[1]
     assert len(shared_shapes) == 2  # the policy and the reference forward, each on one row per pair
     assert all(shape[0] == pairs and shape[1] < 2 * length for shape in shared_shapes)
-    (trl_loss, trl_grads), (loss, grads) = results[DPOTrainer], results[dpo.RecipeDPOTrainer]
+    (trl_loss, trl_grads), (loss, grads) = results[DPOTrainer], results[FastDPOTrainer]
     assert loss == pytest.approx(trl_loss, abs=1e-5)
     assert grads.keys() == trl_grads.keys() and len(grads) > 4
     for name in grads:
@@ -144,6 +145,7 @@ def test_share_prompt_false_keeps_trls_layout(monkeypatch):
     train, _ = load_splits(cfg.dataset, "paired")
     trainer = dpo.build_trainer(
         cfg,
+        args=dpo.RECIPE.build_config(cfg),
         model=load_model(cfg.model, "fp32"),
         ref_model=None,
         tokenizer=load_tokenizer(cfg.model),
@@ -168,6 +170,7 @@ def test_shared_rows_of_length_grouped_ragged_pairs_are_over_90_percent_tokens()
     cfg = compose_config(*TINY, "train.max_length=1024", "+train.train_sampling_strategy=group_by_length")
     trainer = dpo.build_trainer(
         cfg,
+        args=dpo.RECIPE.build_config(cfg),
         model=load_model(cfg.model, "fp32"),
         ref_model=None,
         tokenizer=load_tokenizer(cfg.model),

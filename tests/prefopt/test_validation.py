@@ -1,21 +1,20 @@
 import pytest
 
 from prefopt.errors import RecipeError
-from prefopt.recipe import load_recipe
 from prefopt.validation import validate
-from tests.conftest import compose_config
+from tests.conftest import compose_config, recipe_and_setup
 
 
 def test_all_problems_come_in_one_block():
     cfg = compose_config("method.beta=0", "train.learning_rate=-1")
     with pytest.raises(RecipeError) as error:
-        validate(cfg, load_recipe(cfg.method.recipe))
+        validate(cfg, *recipe_and_setup(cfg))
     assert "method.beta" in str(error.value) and "train.learning_rate" in str(error.value)
 
 
 def test_default_config_is_valid():
     cfg = compose_config()
-    validate(cfg, load_recipe(cfg.method.recipe))
+    validate(cfg, *recipe_and_setup(cfg))
 
 
 @pytest.mark.parametrize(
@@ -47,7 +46,7 @@ def test_default_config_is_valid():
 def test_each_rule_names_the_key_before_loading(overrides, message):
     cfg = compose_config(*overrides)
     with pytest.raises(RecipeError, match=message):
-        validate(cfg, load_recipe(cfg.method.recipe))
+        validate(cfg, *recipe_and_setup(cfg))
 
 
 def test_a_section_replaced_by_a_value_is_named():

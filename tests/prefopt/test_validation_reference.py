@@ -3,15 +3,14 @@
 import pytest
 
 from prefopt.errors import RecipeError
-from prefopt.recipe import load_recipe
 from prefopt.validation import _reference_problems, problems, validate
-from tests.conftest import compose_config
+from tests.conftest import compose_config, recipe_and_setup
 from tests.prefopt.test_adapters import save_sft_adapter
 
 
 def found(*overrides):
     cfg = compose_config(*overrides)
-    return problems(cfg, load_recipe(cfg.method.recipe))
+    return problems(cfg, *recipe_and_setup(cfg))
 
 
 @pytest.mark.parametrize("method", ["orpo", "simpo", "cpo"])
@@ -44,8 +43,8 @@ def test_sft_adapter_with_qlora_is_refused_under_data_parallelism(tmp_path, monk
     lora, qlora = (
         compose_config("ref=sft_adapter", f"ref.adapter_path={adapter}", f"peft={p}") for p in ("lora", "qlora")
     )
-    assert _reference_problems(lora, load_recipe("recipes.dpo")) == []
-    (message,) = _reference_problems(qlora, load_recipe("recipes.dpo"))
+    assert _reference_problems(lora, *recipe_and_setup(lora)) == []
+    (message,) = _reference_problems(qlora, *recipe_and_setup(qlora))
     assert message.startswith("ref=sft_adapter with peft=qlora runs in one process only (launcher=single)")
 
 
@@ -58,4 +57,4 @@ def test_ref_model_needs_an_existing_path(tmp_path):
 def test_reference_problems_stop_the_run_with_the_others():
     cfg = compose_config("method=orpo", "ref=precomputed", "method.beta=0")
     with pytest.raises(RecipeError, match=r"(?s)method\.beta=0.*ref=precomputed: method=orpo trains without"):
-        validate(cfg, load_recipe(cfg.method.recipe))
+        validate(cfg, *recipe_and_setup(cfg))

@@ -3,7 +3,7 @@
 import json
 
 from tests.conftest import load_script
-from tests.prefopt.test_evaluation import fake_lora_run
+from tests.prefopt.evaluation.test_runs import fake_lora_run
 
 QUICK = ["eval_generation.max_prompts=6", "eval_generation.max_new_tokens=6", "dataset.num_eval=8"]
 

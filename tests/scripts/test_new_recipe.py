@@ -21,6 +21,33 @@ def repo(tmp_path):
     return root
 
 
+def in_copy(root, *command, timeout=60) -> subprocess.CompletedProcess:
+    """A command run in the copied repository, its recipes/ taking precedence over the installed one."""
+    return subprocess.run(
+        list(command),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+
+
+def train_in_copy(root, method, run_dir) -> tuple[dict, dict]:
+    """(metrics.json, eval.json) of a tiny run of `method` trained by the copy's scripts/train.py."""
+    trained = in_copy(
+        root,
+        sys.executable,
+        str(root / "scripts" / "train.py"),
+        f"method={method}",
+        *FAST,
+        f"hydra.run.dir={run_dir}",
+        timeout=600,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return tuple(json.loads((run_dir / name).read_text()) for name in ("metrics.json", "eval.json"))
+
+
 def new_recipe(root, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(root / "scripts" / "new_recipe.py"), *args],
@@ -54,21 +81,40 @@ def test_copied_recipe_trains_with_no_further_wiring(repo, tmp_path):
         copied + f"\nimport pathlib as _pathlib\n_pathlib.Path({str(marker)!r}).touch()\n"
     )
     run_dir = tmp_path / "run"
-    trained = subprocess.run(
-        [sys.executable, str(repo / "scripts" / "train.py"), "method=my_dpo", *FAST, f"hydra.run.dir={run_dir}"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": ""},
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics, _ = train_in_copy(repo, "my_dpo", run_dir)
     assert (metrics["method"], metrics["status"], metrics["beta"]) == ("my_dpo", "completed", 0.1)
     assert metrics["eval_loss"] < metrics["before_training"]["eval_loss"]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["method"]["recipe"] == "recipes.my_dpo"
     assert marker.exists()
     assert not (REPO / "recipes" / "my_dpo.py").exists() and not (REPO / "conf" / "method" / "my_dpo.yaml").exists()
+
+
+HEALTH_RULES = """
+import sys
+from prefopt.config import compose_config
+from prefopt.health import health_callbacks
+from prefopt.recipe import load_recipe
+for method in sys.argv[1:]:
+    cfg = compose_config(f"method={method}")
+    (monitor,) = health_callbacks(cfg, load_recipe(cfg.method.recipe))
+    print(method, monitor.loss_at_start, monitor.rewards_are_log_ratios, monitor.thresholds)
+"""
+
+
+def test_a_copy_trains_and_evaluates_exactly_as_its_original_and_gets_its_health_rules(repo, tmp_path):
+    assert new_recipe(repo, "dpo", "my_dpo").returncode == 0
+    original, copy = (train_in_copy(repo, method, tmp_path / method) for method in ("dpo", "my_dpo"))
+    varying = {"method", "wall_time_s", "timing_s", "written_by"}
+    for ours, theirs in zip(original, copy):
+        assert {k: v for k, v in ours.items() if k not in varying} == {
+            k: v for k, v in theirs.items() if k not in varying
+        }
+    assert original[1]["pairs"]["source"] == copy[1]["pairs"]["source"] == "trl (metrics.json)"
+
+    rules = in_copy(repo, sys.executable, "-c", HEALTH_RULES, "dpo", "my_dpo")
+    assert rules.returncode == 0, rules.stderr[-2000:]
+    dpo_rules, copy_rules = (line.split(" ", 1)[1] for line in rules.stdout.splitlines())
+    assert dpo_rules == copy_rules and dpo_rules.startswith("0.693147")
 
 
 def test_refuses_to_overwrite_without_force_and_overwrites_with_it(repo):
@@ -100,11 +146,12 @@ def test_only_the_config_existing_is_also_refused(repo):
         ("my-dpo", "must be a Python identifier"),
         ("2dpo", "must be a Python identifier"),
         ("class", "must be a Python identifier"),
-        ("data", "prefopt/data/ is a package"),
+        ("shared", "recipes/shared/ is a folder already"),
         ("dpo", "is the method being copied"),
     ],
 )
 def test_bad_names_are_refused_with_the_reason(repo, name, message):
+    (repo / "recipes" / "shared").mkdir()
     result = new_recipe(repo, "dpo", name)
     assert result.returncode == 2 and message in result.stderr and f"name={name}" in result.stderr
 

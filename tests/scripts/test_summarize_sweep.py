@@ -133,7 +133,7 @@ def test_failed_jobs_are_rows_and_the_rest_is_still_summarized(sweep_with_failur
     assert [r["job"] for r in rows] == ["0", "1", "2", "10"]  # job order, not string order
     assert [r["status"] for r in rows] == ["completed", "failed", "failed", "completed"]
     assert (float(rows[0]["pass_rate"]), float(rows[0]["kl"]), float(rows[0]["eval_loss"])) == (0.4, 0.031, 0.52)
-    assert (float(rows[3]["pass_rate"]), float(rows[3]["kl"])) == (0.25, 0.2)  # prefopt/evaluation.py's nesting
+    assert (float(rows[3]["pass_rate"]), float(rows[3]["kl"])) == (0.25, 0.2)  # prefopt/evaluation's nesting
     assert rows[1]["eval_loss"] == "" and rows[1]["pass_rate"] == ""
     assert float(rows[2]["beta"]) == 0.5  # read from the overrides when there is no metrics.json
     assert "must be > 0" in rows[1]["error"]

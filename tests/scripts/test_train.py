@@ -10,6 +10,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 from prefopt.models import load_model
+from prefopt.recipe import load_recipe
 from tests.conftest import FAST, compose_config, read_run, run_train
 
 METHOD_METRICS = {
@@ -29,6 +30,8 @@ def test_each_method_trains_and_writes_a_complete_run_directory(method, run_dir)
     assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["eval_loss"])
     for key in METHOD_METRICS[method]:
         assert math.isfinite(metrics[key]), key
+    declared = load_recipe(config["method"]["recipe"]).logged_metrics  # what the library relies on
+    assert [name for name in declared if f"eval_{name}" not in metrics] == []
     assert math.isfinite(metrics["before_training"]["eval_loss"])
     assert metrics["eval_loss"] < metrics["before_training"]["eval_loss"], "training did not lower the held-out loss"
     assert metrics["wall_time_s"] > 0

@@ -27,7 +27,7 @@ def test_dpo_continues_an_sft_adapter_against_the_base_with_that_adapter(tmp_pat
     metrics, config = read_run(run_dir)
 
     # Policy == reference before training: every log-ratio is 0 and the loss is exactly ln 2. Against the bare
-    # base (the known trap) the SFT adapter's own log-ratios would move it (tests/recipes/test_adapters.py checks
+    # base (the known trap) the SFT adapter's own log-ratios would move it (tests/prefopt/test_adapters.py checks
     # that this adapter changes the model's logits).
     before = metrics["before_training"]
     assert before["eval_loss"] == LN2_FLOAT32

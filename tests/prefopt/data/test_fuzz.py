@@ -9,9 +9,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from prefopt.data.local import read_pairs
 from prefopt.errors import RecipeError
-from prefopt.recipe import load_recipe
 from prefopt.validation import check_sections, validate
-from tests.conftest import compose_config
+from tests.conftest import compose_config, recipe_and_setup
 
 COLUMNS = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}
 JUNK = [
@@ -94,7 +93,7 @@ def test_malformed_overrides_give_a_clear_error(override):
     try:
         cfg = compose_config(override)
         check_sections(cfg)
-        validate(cfg, load_recipe(cfg.method.recipe))
+        validate(cfg, *recipe_and_setup(cfg))
     except (RecipeError, HydraException, OmegaConfBaseException) as exc:
         assert str(exc).strip()
         return

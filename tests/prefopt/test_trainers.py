@@ -1,4 +1,4 @@
-"""recipes.dpo's trainer: TRL's loss and metrics exactly, and length-grouped batches of pairs."""
+"""prefopt.trainers.FastDPOTrainer: TRL's loss and metrics exactly, and length-grouped batches of pairs."""
 
 import math
 
@@ -10,6 +10,7 @@ from trl import DPOConfig, DPOTrainer
 from prefopt.adapters import lora_config
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
+from prefopt.trainers import FastDPOTrainer, PairLengthSampler, pair_lengths
 from recipes import dpo
 from tests.conftest import compose_config
 
@@ -21,7 +22,7 @@ def one_step(trainer_class, cfg, train):
     torch.manual_seed(0)  # the same LoRA initialization
     trainer = trainer_class(
         model=load_model(cfg.model, "fp32", seed=0),
-        args=dpo.build_config(cfg),
+        args=dpo.RECIPE.build_config(cfg),
         train_dataset=train,
         processing_class=load_tokenizer(cfg.model),
         peft_config=lora_config(cfg.peft),
@@ -44,7 +45,7 @@ def test_recipe_trainer_gives_trls_loss_rewards_and_gradients(method):
     cfg = compose_config(f"method={method}", *TINY, "+train.train_sampling_strategy=sequential")
     train, _ = load_splits(cfg.dataset, "paired")
     trl_loss, trl_metrics, trl_grads = one_step(DPOTrainer, cfg, train)
-    loss, metrics, grads = one_step(dpo.RecipeDPOTrainer, cfg, train)
+    loss, metrics, grads = one_step(FastDPOTrainer, cfg, train)
     assert abs(trl_loss - math.log(2)) > 1e-3  # policy and reference really differ
     assert loss == pytest.approx(trl_loss, abs=1e-5)
     assert metrics.keys() == trl_metrics.keys()
@@ -78,12 +79,13 @@ def ragged_pairs() -> Dataset:
 
 
 def recipe_trainer(ragged, strategy):
-    """TRL's row layout (shared-prompt rows: tests/recipes/test_shared_prompt.py)."""
+    """TRL's row layout (shared-prompt rows: tests/prefopt/test_shared_prompt.py)."""
     cfg = compose_config(
         *TINY, "train.max_length=1024", f"+train.train_sampling_strategy={strategy}", "method.share_prompt=false"
     )
     return dpo.build_trainer(
         cfg,
+        args=dpo.RECIPE.build_config(cfg),
         model=load_model(cfg.model, "fp32"),
         ref_model=None,
         tokenizer=load_tokenizer(cfg.model),
@@ -102,7 +104,7 @@ def non_pad_fraction(trainer) -> float:
 def test_group_by_length_pads_less_than_trls_random_batches(ragged_pairs):
     grouped = recipe_trainer(ragged_pairs, "group_by_length")
     sampler = grouped._get_train_sampler()
-    assert isinstance(sampler, dpo.PairLengthSampler)
+    assert isinstance(sampler, PairLengthSampler)
     order = list(sampler)
     assert sorted(order) == list(range(len(grouped.train_dataset))) and len(order) > 1000  # every pair once per epoch
     lengths = sampler.lengths
@@ -132,15 +134,15 @@ def test_pair_lengths_are_prompt_plus_longer_answer_capped_at_max_length():
             {"prompt_ids": [1] * 9, "chosen_ids": [2] * 4, "rejected_ids": [3] * 1},
         ]
     )
-    assert dpo.pair_lengths(rows, None) == [12, 13]
-    assert dpo.pair_lengths(rows, 12) == [12, 12]
+    assert pair_lengths(rows, None) == [12, 13]
+    assert pair_lengths(rows, 12) == [12, 12]
     # One shared-prompt row per pair: the prompt once, both answers, each answer truncated with its prompt.
-    assert dpo.pair_lengths(rows, None, shared_prompt=True) == [15, 14]
-    assert dpo.pair_lengths(rows, 12, shared_prompt=True) == [15, 13]
+    assert pair_lengths(rows, None, shared_prompt=True) == [15, 14]
+    assert pair_lengths(rows, 12, shared_prompt=True) == [15, 13]
 
 
 def test_sampler_keeps_the_short_batch_last():
-    sampler = dpo.PairLengthSampler(lengths=list(range(10)), batch_size=4)
+    sampler = PairLengthSampler(lengths=list(range(10)), batch_size=4)
     order = list(sampler)
     assert order[:4] == [9, 8, 7, 6] and sorted(order[4:8]) == [2, 3, 4, 5] and order[8:] == [1, 0]
 
@@ -166,16 +168,16 @@ def test_precomputed_reference_log_probs_come_from_the_completion_head(chunked_h
     cfg = compose_config(*TINY, "method.precompute_ref_log_probs=true")
     train, _ = load_splits(cfg.dataset, "paired")
     logps = {}
-    for trainer_class in (dpo.RecipeDPOTrainer, DPOTrainer):
+    for trainer_class in (FastDPOTrainer, DPOTrainer):
         calls.clear()
         trainer = trainer_class(
             model=load_model(cfg.model, "fp32", seed=0),
-            args=dpo.build_config(cfg),
+            args=dpo.RECIPE.build_config(cfg),
             train_dataset=train,
             processing_class=load_tokenizer(cfg.model),
             peft_config=lora_config(cfg.peft),
         )
         logps[trainer_class] = (trainer.train_dataset["ref_chosen_logps"], len(calls))
-    (trl_logps, trl_calls), (our_logps, our_calls) = logps[DPOTrainer], logps[dpo.RecipeDPOTrainer]
+    (trl_logps, trl_calls), (our_logps, our_calls) = logps[DPOTrainer], logps[FastDPOTrainer]
     assert trl_calls > 0 and our_calls == 0
     assert our_logps == pytest.approx(trl_logps, abs=1e-4) and len(our_logps) == 16

@@ -1,0 +1,185 @@
+"""One evaluation of a run: the pair and generation metrics of policy against reference, written to eval.json;
+a finished run directory loaded back for it (scripts/evaluate.py), or the launcher's step after training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from prefopt.errors import RecipeError
+from prefopt.evaluation.generation import GenerationSettings
+from prefopt.evaluation.logprobs import pair_metrics
+from prefopt.evaluation.models import PolicyAndReference, _device
+from prefopt.evaluation.report import format_report, log_to_wandb
+from prefopt.evaluation.scoring import generation_metrics, heldout_tasks
+from prefopt.model_setup import ModelSetup
+from prefopt.recipe import Recipe
+from prefopt.run_files import EVAL_FILE, METRICS_FILE, write_json
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------- one evaluation
+
+
+def evaluate(
+    cfg: DictConfig, models: PolicyAndReference, tokenizer, settings: GenerationSettings, pairs: dict | None = None
+) -> dict:
+    """Pair metrics on the run's held-out pairs (unless given), and generation metrics on the built-in task."""
+    from prefopt.data import load_splits
+
+    result = {
+        "method": cfg.method.name,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "beta": cfg.method.get("beta"),
+        "settings": asdict(settings),
+        "pairs": pairs,
+        "generation": None,
+        "timing_s": {},
+    }
+    if pairs is None:
+        started = time.time()
+        try:
+            _, heldout = load_splits(cfg.dataset, "paired")
+        except RecipeError as exc:  # e.g. an unpaired dataset (kto-mix): no pairs to score
+            log.warning("no pair metrics: %s", exc)
+            result["pairs_skipped"] = str(exc)
+        else:
+            beta = cfg.method.get("beta") or 0.1  # a recipe without beta: DPO's usual value, recorded in the result
+            result["pairs"] = {
+                **pair_metrics(models, tokenizer, heldout, beta, settings.batch_size, cfg.train.get("max_length")),
+                "source": "prefopt.evaluation",
+            }
+            result["timing_s"]["pairs"] = round(time.time() - started, 2)
+    if cfg.dataset.format == "builtin":
+        started = time.time()
+        tasks = heldout_tasks(cfg.dataset, settings.max_prompts)
+        result["generation"] = generation_metrics(models, tokenizer, tasks, settings)
+        result["timing_s"]["generation"] = round(time.time() - started, 2)
+    return result
+
+
+def write_eval(run_dir: Path, result: dict, force: bool = False) -> Path:
+    refuse_existing_eval(run_dir, force)
+    path = Path(run_dir) / EVAL_FILE
+    write_json(path, result)
+    return path
+
+
+def refuse_existing_eval(run_dir: Path, force: bool) -> None:
+    """Fail before loading anything when eval.json would be overwritten."""
+    if (Path(run_dir) / EVAL_FILE).exists() and not force:
+        raise RecipeError(
+            f"{Path(run_dir) / EVAL_FILE} exists: pass --force to replace it (make eval run={run_dir} ARGS=--force)."
+        )
+
+
+# ---------------------------------------------------------------------------------------- loading a run
+
+
+def load_run(run_dir: Path) -> tuple[DictConfig, object, PolicyAndReference]:
+    """(config, tokenizer, policy and reference) of a finished run: model/ holds a LoRA adapter or a full model;
+    the reference is the one the run trained against (its ModelSetup), loaded again."""
+    from transformers import AutoModelForCausalLM
+
+    from prefopt.adapters import quantization_config, reference_for_evaluation
+    from prefopt.model_setup import resolve_model_setup
+    from prefopt.models import TORCH_DTYPES, load_model, load_tokenizer
+    from prefopt.recipe import load_recipe
+    from prefopt.run_files import CONFIG_FILE, MODEL_DIR
+
+    run_dir = Path(run_dir)
+    config_path, model_dir = run_dir / CONFIG_FILE, run_dir / MODEL_DIR
+    if not config_path.is_file():
+        raise RecipeError(f"{run_dir} is not a run directory: no {CONFIG_FILE} in it.")
+    if not model_dir.is_dir():
+        raise RecipeError(f"{run_dir} has no {MODEL_DIR}/: the run did not finish training (see its train.log).")
+    cfg = OmegaConf.load(config_path)
+    setup = resolve_model_setup(cfg, load_recipe(cfg.method.recipe))
+    if setup.precision != "fp32" and setup.use_cpu:
+        # Trained on a GPU in bf16/fp16: evaluate in fp32 here (bf16 matmuls crawl on CPU).
+        setup = dataclasses.replace(setup, precision="fp32")
+    tokenizer = load_tokenizer(cfg.model)
+    device = "cpu" if setup.use_cpu else "cuda"
+    quantization = quantization_config(cfg.peft, setup.precision)
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_model(cfg.model, setup.precision, quantization, seed=cfg.train.seed)
+        if quantization is None:
+            base = base.to(device)
+        policy = PeftModel.from_pretrained(base, str(model_dir))
+    else:
+        dtype = TORCH_DTYPES[setup.precision]
+        policy = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
+    reference = reference_for_evaluation(cfg, setup, None, device, quantization)
+    return cfg, tokenizer, PolicyAndReference(policy, reference)
+
+
+# TRL's DPOTrainer logs the same implicit rewards (tests/prefopt/evaluation/test_logprobs.py checks it): reusing its
+# final evaluation saves a second pass over the held-out pairs with both models (~40 s for SmolLM2 on 2 CPU cores).
+_TRL_PAIR_NAMES = {
+    "reward_accuracy": "eval_rewards/accuracies",
+    "reward_margin": "eval_rewards/margins",
+    "chosen_reward": "eval_rewards/chosen",
+    "rejected_reward": "eval_rewards/rejected",
+    "chosen_logps": "eval_logps/chosen",
+    "rejected_logps": "eval_logps/rejected",
+}
+
+
+def pairs_from_trainer_metrics(cfg: DictConfig, recipe: Recipe, metrics: dict) -> dict | None:
+    """The pair metrics from metrics.json when the recipe's trainer logs them as DPO's implicit rewards, else None."""
+    if not recipe.logs_pair_rewards or any(name not in metrics for name in _TRL_PAIR_NAMES.values()):
+        return None
+    from prefopt.data import load_splits
+
+    loss_types = list(cfg.method.get("loss_type") or ["sigmoid"])
+    pairs = {ours: metrics[theirs] for ours, theirs in _TRL_PAIR_NAMES.items()}
+    pairs.update(
+        {
+            "num_pairs": len(load_splits(cfg.dataset, "paired")[1]),
+            "skipped_pairs": 0,
+            "beta": cfg.method.beta,
+            # With other loss types eval_loss is that loss, not DPO's: recompute DPO's with `make eval`.
+            "loss": metrics.get("eval_loss") if loss_types == ["sigmoid"] else None,
+            "source": "trl (metrics.json)",
+        }
+    )
+    return pairs
+
+
+def evaluate_after_training(
+    cfg: DictConfig, recipe: Recipe, setup: ModelSetup, trainer, ref_model, tokenizer, run_dir: Path
+) -> dict | None:
+    """The launcher's last step on the built-in task: evaluate, write eval.json, print before/after, log to W&B.
+
+    `ref_model` is the trainer's (None where TRL needed no second model); prefopt.adapters.reference_for_evaluation
+    turns it into what the policy is measured against."""
+    from prefopt.adapters import quantization_config, reference_for_evaluation
+
+    section = cfg.get("eval_generation")
+    if not section or not section.get("enabled", False) or cfg.dataset.format != "builtin":
+        return None
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        # Sharded weights: one rank alone cannot run the model. The saved run evaluates in one process.
+        log.warning("no evaluation after sharded training: run `make eval run=%s` on one device", run_dir)
+        return None
+    settings = GenerationSettings.from_config(section, seed=cfg.train.seed)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    quantization = quantization_config(cfg.peft, setup.precision)
+    ref_model = reference_for_evaluation(cfg, setup, ref_model, _device(policy), quantization)
+    pairs = pairs_from_trainer_metrics(cfg, recipe, json.loads((Path(run_dir) / METRICS_FILE).read_text()))
+    result = evaluate(cfg, PolicyAndReference(policy, ref_model), tokenizer, settings, pairs=pairs)
+    result["written_by"] = "scripts/train.py"
+    write_eval(run_dir, result, force=True)
+    log.info("held-out evaluation (%s):\n%s", EVAL_FILE, format_report(result, short=True))
+    log_to_wandb(result, cfg, run_dir)
+    return result

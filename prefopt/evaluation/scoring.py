@@ -1,0 +1,129 @@
+"""Answers to the built-in task's held-out prompts, scored by its verifier: pass rates of policy and reference,
+the policy's win rate over the reference, answer lengths, and KL to the reference on the policy's answers."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from prefopt.data import builtin
+from prefopt.evaluation.encoding import encode_prompt
+from prefopt.evaluation.generation import GenerationSettings, decode, generate
+from prefopt.evaluation.logprobs import kl_per_answer
+from prefopt.evaluation.models import PolicyAndReference
+
+
+def heldout_tasks(dataset_cfg: DictConfig, max_prompts: int) -> list[builtin.Task]:
+    """The distinct held-out prompts of a built-in dataset config, in its (kind-interleaved) order."""
+    rows = builtin.build_pairs(dataset_cfg.num_train, dataset_cfg.num_eval, seed=dataset_cfg.seed)["test"]
+    if dataset_cfg.get("max_eval_samples"):
+        rows = rows[: dataset_cfg.max_eval_samples]
+    tasks, seen = [], set()
+    for row in rows:
+        task = builtin.task_of(row)
+        if task.prompt not in seen:
+            seen.add(task.prompt)
+            tasks.append(task)
+    return tasks[:max_prompts]
+
+
+def score_answers(
+    tasks: list[builtin.Task], policy_answers: list[str], reference_answers: list[str]
+) -> tuple[dict, list[bool], list[bool]]:
+    """(scores, policy passes, reference passes): pass rates overall and per kind, win rate (ties count half),
+    mean length in characters."""
+    if not (len(tasks) == len(policy_answers) == len(reference_answers)) or not tasks:
+        raise ValueError("score_answers needs one policy and one reference answer per task, and at least one task")
+    policy_pass = [builtin.verify(t, a) for t, a in zip(tasks, policy_answers)]
+    reference_pass = [builtin.verify(t, a) for t, a in zip(tasks, reference_answers)]
+    wins = sum(p and not r for p, r in zip(policy_pass, reference_pass))
+    losses = sum(r and not p for p, r in zip(policy_pass, reference_pass))
+    ties = len(tasks) - wins - losses
+    kinds = sorted({t.kind for t in tasks})
+
+    def by_kind(passed):
+        return {k: _mean([ok for t, ok in zip(tasks, passed) if t.kind == k]) for k in kinds}
+
+    return (
+        {
+            "num_prompts": len(tasks),
+            "pass_rate": {"reference": _mean(reference_pass), "policy": _mean(policy_pass)},
+            "pass_rate_by_kind": {"reference": by_kind(reference_pass), "policy": by_kind(policy_pass)},
+            "win_rate": (wins + 0.5 * ties) / len(tasks),
+            "wins": wins,
+            "losses": losses,
+            "ties": ties,
+            "mean_length_chars": {
+                "reference": _mean([len(a) for a in reference_answers]),
+                "policy": _mean([len(a) for a in policy_answers]),
+            },
+        },
+        policy_pass,
+        reference_pass,
+    )
+
+
+def _mean(values) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def generation_metrics(
+    models: PolicyAndReference, tokenizer, tasks: list[builtin.Task], settings: GenerationSettings
+) -> dict:
+    """Greedy answers of policy and reference on `tasks`, scored by the verifier; KL on the policy's answers."""
+    prompts = [encode_prompt(tokenizer, [{"role": "user", "content": t.prompt}]) for t in tasks]
+    gen = dict(max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+    policy_answers = generate(models.policy, tokenizer, prompts, **gen)
+    with models.reference_model() as reference_model:
+        reference_answers = generate(reference_model, tokenizer, prompts, **gen)
+    policy_text = [decode(tokenizer, ids) for ids in policy_answers.ids]
+    reference_text = [decode(tokenizer, ids) for ids in reference_answers.ids]
+    scores, policy_pass, reference_pass = score_answers(tasks, policy_text, reference_text)
+    kls = kl_per_answer(models, prompts, policy_answers, settings.batch_size, tokenizer.pad_token_id)
+    result = {
+        "decoding": "greedy",
+        "max_new_tokens": settings.max_new_tokens,
+        **scores,
+        "win_rate_ties": "half",
+        "kl_policy_reference": _mean(kls),
+        "kl_estimate": "mean over the policy's greedy answers of sum over answer tokens of log pi - log pi_ref",
+        "samples": [
+            {
+                "kind": t.kind,
+                "prompt": t.prompt,
+                "expected": t.answer or f"{t.n} distinct colors",
+                "reference_answer": r,
+                "policy_answer": p,
+                "reference_pass": rp,
+                "policy_pass": pp,
+            }
+            for t, r, p, rp, pp in zip(tasks, reference_text, policy_text, reference_pass, policy_pass)
+        ],
+        "sampled": sampled_metrics(models, tokenizer, tasks, prompts, settings) if settings.num_samples else None,
+    }
+    return result
+
+
+def sampled_metrics(models: PolicyAndReference, tokenizer, tasks, prompts, settings: GenerationSettings) -> dict:
+    """n answers per prompt at the configured temperature: pass rates over all samples, KL on the policy's."""
+    n = settings.num_samples
+    gen = dict(
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+        num_samples=n,
+        temperature=settings.temperature,
+    )
+    torch.manual_seed(settings.seed)
+    policy_answers = generate(models.policy, tokenizer, prompts, **gen)
+    with models.reference_model() as reference_model:
+        reference_answers = generate(reference_model, tokenizer, prompts, **gen)
+    repeated_tasks = [t for t in tasks for _ in range(n)]
+    repeated_prompts = [p for p in prompts for _ in range(n)]
+    scores, _, _ = score_answers(
+        repeated_tasks,
+        [decode(tokenizer, i) for i in policy_answers.ids],
+        [decode(tokenizer, i) for i in reference_answers.ids],
+    )
+    kls = kl_per_answer(models, repeated_prompts, policy_answers, settings.batch_size, tokenizer.pad_token_id)
+    return {"num_samples": n, "temperature": settings.temperature, **scores, "kl_policy_reference": _mean(kls)}

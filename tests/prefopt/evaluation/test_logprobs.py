@@ -1,0 +1,72 @@
+"""prefopt/evaluation/logprobs.py on the tiny random model: pair metrics equal TRL's (with TRL's token split), and
+padding never changes a sequence's log-probability."""
+
+import pytest
+import torch
+
+from prefopt.data import builtin, load_splits
+from prefopt.evaluation.encoding import encode_pair
+from prefopt.evaluation.logprobs import pair_metrics, sequence_logps
+from prefopt.evaluation.models import PolicyAndReference
+from prefopt.models import load_model
+from recipes import dpo
+from tests.conftest import compose_config
+from tests.prefopt.evaluation.conftest import SMALL, perturb
+
+
+def test_pair_metrics_equal_what_trls_dpo_trainer_logs(tokenizer):
+    cfg = compose_config("method=dpo", "peft=none", "train.per_device_eval_batch_size=16", *SMALL)
+    reference = load_model(cfg.model, "fp32", seed=cfg.train.seed)
+    policy = perturb(load_model(cfg.model, "fp32", seed=cfg.train.seed), 0.05)
+    train, held_out = load_splits(cfg.dataset, "paired")
+    trainer = dpo.build_trainer(
+        cfg,
+        args=dpo.RECIPE.build_config(cfg),
+        model=policy,
+        ref_model=reference,
+        tokenizer=tokenizer,
+        train_dataset=train,
+        eval_dataset=held_out,
+        peft_config=None,
+        callbacks=[],
+    )
+    # The same token split as TRL's: prompt ids, then what prompt+answer adds.
+    for row, prepared in zip(held_out, trainer.eval_dataset):
+        assert encode_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"]) == (
+            prepared["prompt_ids"],
+            prepared["chosen_ids"],
+            prepared["rejected_ids"],
+        )
+    trl = trainer.evaluate()  # one batch of 16 pairs: TRL's batch means are the means over all pairs
+    ours = pair_metrics(
+        PolicyAndReference(policy, reference), tokenizer, held_out, cfg.method.beta, max_length=cfg.train.max_length
+    )
+    assert ours["num_pairs"] == 16 and 0 < ours["reward_accuracy"] < 1
+    for name, trl_name in [
+        ("loss", "eval_loss"),
+        ("reward_accuracy", "eval_rewards/accuracies"),
+        ("reward_margin", "eval_rewards/margins"),
+        ("chosen_reward", "eval_rewards/chosen"),
+        ("rejected_reward", "eval_rewards/rejected"),
+        ("chosen_logps", "eval_logps/chosen"),
+    ]:
+        assert ours[name] == pytest.approx(trl[trl_name], rel=1e-4, abs=1e-6), name
+
+
+def test_sequence_logps_do_not_depend_on_what_else_is_in_the_batch(tokenizer):
+    model = perturb(load_model(compose_config(*SMALL).model, "fp32", seed=1), 0.05)
+    sequences = []
+    for row in builtin.build_pairs(4, 4)["test"]:
+        prompt_ids, chosen_ids, rejected_ids = encode_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"])
+        sequences += [(prompt_ids, chosen_ids), (prompt_ids, rejected_ids)]
+    together = sequence_logps(model, sequences, batch_size=8, pad_id=tokenizer.pad_token_id)
+    alone = torch.cat([sequence_logps(model, [s], batch_size=1, pad_id=tokenizer.pad_token_id) for s in sequences])
+    assert len({len(p) + len(c) for p, c in sequences}) > 1  # the batch really is padded
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-4)
+    # and the sum is over completion tokens only: by hand for the first sequence
+    prompt_ids, completion_ids = sequences[0]
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
+    by_hand = sum(logp[len(prompt_ids) - 1 + i, token].item() for i, token in enumerate(completion_ids))
+    assert together[0].item() == pytest.approx(by_hand, abs=1e-4)
