@@ -45,7 +45,7 @@ LAUNCH = $(if $(launcher),RECIPES_RUN_STAMP=$(shell date +%Y-%m-%d_%H-%M-%S) $(V
 train: $(STAMP) ## train what the config and ARGS say, e.g. an experiment: train ARGS="experiment=llama3-8b-orpo"
 	$(LAUNCH) scripts/train.py $(GROUP_OVERRIDES) $(ARGS)
 
-train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
+train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo, train-rm [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
 	$(LAUNCH) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
 
 # A beta sweep: one Hydra multirun job per value (per value and seed with seeds=1,2,3), then summary.csv/.md/.png
@@ -89,6 +89,16 @@ sweep ?=
 eval: $(STAMP) ## evaluate a run: eval run=<run dir> [ARGS="--num-samples 4 --temperature 0.7 --json --force"]
 	$(if $(run),,$(error give the run directory: make eval run=outputs/dpo/<model>/<time>))
 	$(PY) scripts/evaluate.py $(run) $(ARGS)
+
+# lm-evaluation-harness tasks (names need the Hub for their data; local task YAMLs do not), reference and policy.
+tasks ?=
+limit ?=
+.PHONY: eval-harness
+
+eval-harness: $(STAMP) ## harness tasks on a run: eval-harness run=<run dir> tasks=ifeval,gsm8k [limit=N ARGS="--json --force"]
+	$(if $(run),,$(error give the run directory: make eval-harness run=outputs/dpo/<model>/<time> tasks=ifeval))
+	$(if $(tasks),,$(error give the tasks: make eval-harness run=$(run) tasks=ifeval,gsm8k or tasks=my_tasks/task.yaml))
+	$(PY) scripts/eval_harness.py $(run) --tasks $(tasks) $(if $(limit),--limit $(limit)) $(ARGS)
 
 compare-methods: $(STAMP) ## train dpo, dpo+sft, ipo, kto, orpo, simpo with one budget; compare.md/.png [model= ARGS=]
 	$(PY) scripts/compare_methods.py $(GROUP_OVERRIDES) $(ARGS)

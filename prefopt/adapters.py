@@ -15,7 +15,11 @@ from prefopt.models import TORCH_DTYPES, check_available, load_model
 log = logging.getLogger(__name__)
 
 
-def lora_config(peft_cfg: DictConfig):
+# peft's task type for each Recipe.model_class: SEQ_CLS also trains and saves the new score head in full.
+LORA_TASK_TYPES = {"causal_lm": "CAUSAL_LM", "sequence_classification": "SEQ_CLS"}
+
+
+def lora_config(peft_cfg: DictConfig, model_class: str = "causal_lm"):
     """A peft.LoraConfig, or None for full-parameter training (peft=none)."""
     if peft_cfg.name == "none":
         return None
@@ -23,7 +27,7 @@ def lora_config(peft_cfg: DictConfig):
 
     target = peft_cfg.target_modules
     return LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type=LORA_TASK_TYPES[model_class],
         r=peft_cfg.r,
         lora_alpha=peft_cfg.lora_alpha,
         lora_dropout=peft_cfg.lora_dropout,
@@ -62,8 +66,9 @@ def reference_model_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(spec)
 
 
-def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=None):
-    """(policy, ref_model, peft_config) for the recipe's trainer, as `setup.reference` says.
+def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=None, model_class: str = "causal_lm"):
+    """(policy, ref_model, peft_config) for the recipe's trainer, as `setup.reference` says; `model_class` is the
+    recipe's (a reward model trains without a reference).
 
     ref_model is None where TRL needs no second model: the base with the adapter disabled, a frozen 'ref' copy of
     the SFT adapter inside the policy, log-probs computed before training, or a method without a reference.
@@ -71,7 +76,7 @@ def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=
     seed = cfg.train.seed
     if setup.reference == "model":
         check_available(reference_model_config(cfg))  # fail before the policy loads, not after
-    model = load_model(cfg.model, setup.precision, quant_config, seed=seed)
+    model = load_model(cfg.model, setup.precision, quant_config, seed=seed, model_class=model_class)
     if setup.reference == "sft_adapter":
         log.info("policy and reference start from the SFT adapter %s (its own r and targets)", setup.sft_adapter_path)
         model = load_sft_adapter(model, setup.sft_adapter_path)
@@ -81,7 +86,7 @@ def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=
             ref_model = load_sft_adapter(base, setup.sft_adapter_path, trainable=False).merge_and_unload()
             ref_model.requires_grad_(False)
         return model, ref_model, None  # no peft_config: TRL refuses one next to a PeftModel
-    peft_config = lora_config(cfg.peft)
+    peft_config = lora_config(cfg.peft, model_class)
     if setup.reference == "model":
         ref_model = load_model(reference_model_config(cfg), setup.precision, quant_config, seed=seed)
         _check_same_vocabulary(model, ref_model, setup.ref_path)

@@ -1,15 +1,22 @@
-"""Checkpoints that survive kills: complete ones are marked, SIGTERM saves one, `train.resume=auto` finds the newest."""
+"""Checkpoints that survive kills: complete ones are marked, SIGTERM and Ctrl-C save one, a full disk keeps the last
+complete one, and `train.resume=auto` finds the newest."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import shlex
+import shutil
 import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from prefopt.errors import RecipeError
+from prefopt.distributed import is_main_process
+from prefopt.errors import CheckpointSaveFailed, RecipeError
 
 log = logging.getLogger(__name__)
 
@@ -17,12 +24,27 @@ log = logging.getLogger(__name__)
 # checkpoint without it was cut off mid-save and is never resumed from.
 COMPLETE_MARKER = "checkpoint_complete"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# What writers that drop the errno say: torch.save's zip writer reports a short write as "unexpected pos".
+_NO_SPACE_TEXT = ("no space left on device", "disk quota exceeded", "storagefull")
+_MIB = 2**20
+
+
+def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := _STEP.match(p.name)) and p.is_dir()]
+    return sorted(found)
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoints in `run_dir` that were fully written, oldest first."""
-    found = [(int(m.group(1)), p) for p in run_dir.glob("checkpoint-*") if (m := _STEP.match(p.name))]
-    return [path for _, path in sorted(found) if (path / COMPLETE_MARKER).is_file()]
+    return [path for _, path in _checkpoints(run_dir) if (path / COMPLETE_MARKER).is_file()]
+
+
+def partial_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints newer than the newest complete one that lack the marker: saves that were cut off."""
+    complete = complete_checkpoints(run_dir)
+    newest = int(_STEP.match(complete[-1].name).group(1)) if complete else -1
+    return [path for step, path in _checkpoints(run_dir) if step > newest and not (path / COMPLETE_MARKER).is_file()]
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
@@ -40,19 +62,42 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
             f"train.resume=auto: no complete checkpoint in {run_dir}. Resume needs the interrupted run's directory "
             f"(hydra.run.dir=<run dir>) and periodic checkpoints (train.save_strategy=steps train.save_steps=N)."
         )
+    for path in partial_checkpoints(run_dir):
+        log.warning("%s was cut off while being saved (no %s): it is skipped", path, COMPLETE_MARKER)
+    log.info("train.resume=auto: continuing from %s", checkpoints[-1])
     return checkpoints[-1]
 
 
+def resume_command(overrides: Sequence[str], run_dir: Path) -> str:
+    """The command that continues this run: its own overrides, resuming in its own directory."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("train.resume=", "hydra.run.dir="))]
+    return shlex.join(["python", "scripts/train.py", *kept, "train.resume=auto", f"hydra.run.dir={run_dir}"])
+
+
 class CheckpointGuard(TrainerCallback):
-    """Marks complete checkpoints, and on SIGTERM saves one at the end of the current step and stops."""
+    """Marks complete checkpoints; on SIGTERM or a first Ctrl-C saves one at the end of the current step and stops.
+
+    A second Ctrl-C stops at once (KeyboardInterrupt), without a checkpoint.
+    """
 
     def __init__(self) -> None:
-        self.stopped_by_signal = False
+        self.stop_signal: signal.Signals | None = None
         signal.signal(signal.SIGTERM, self._request_stop)
+        # A shell starts background jobs with SIGINT ignored so that Ctrl-C reaches only the foreground: keep that.
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._request_stop)
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        return self.stop_signal is not None
 
     def _request_stop(self, signum, frame) -> None:
-        log.warning("SIGTERM: saving a checkpoint after this step, then stopping")
-        self.stopped_by_signal = True
+        self.stop_signal = signal.Signals(signum)
+        if self.stop_signal == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            log.warning("Ctrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again stops at once)")
+        else:
+            log.warning("%s: saving a checkpoint after this step, then stopping", self.stop_signal.name)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.stopped_by_signal:
@@ -65,3 +110,67 @@ class CheckpointGuard(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             (folder / COMPLETE_MARKER).write_text(f"step {state.global_step}\n")
         return control
+
+
+def _says_no_space(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+            return True
+        if any(text in str(exc).lower() for text in _NO_SPACE_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}" if unit != "B" else f"{size:.0f} B"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def no_space_error(exc: BaseException, run_dir: Path, resume: str) -> CheckpointSaveFailed | None:
+    """The message for a save that failed because the disk is full, after removing the half-written checkpoint;
+    None when `exc` is not that.
+
+    Some writers lose the errno (torch.save raises RuntimeError "unexpected pos"): a save cut off while less space is
+    free than the previous checkpoint took counts as a full disk too.
+    """
+    partial = partial_checkpoints(run_dir)
+    complete = complete_checkpoints(run_dir)
+    needed = _size(complete[-1]) if complete else 0
+    usage = shutil.disk_usage(run_dir)
+    if not (_says_no_space(exc) or (partial and usage.free < max(needed, 64 * _MIB))):
+        return None
+    where = f"saving {partial[-1].name}" if partial else "writing"
+    space = f"{_human(usage.free)} free of {_human(usage.total)}"
+    if needed:
+        space += f"; the last checkpoint took {_human(needed)}"
+    if is_main_process():
+        for path in partial:  # never resumed from, and removing them gives the space back
+            shutil.rmtree(path, ignore_errors=True)
+    removed = f" Removed the half-written {', '.join(p.name for p in partial)}." if partial else ""
+    if complete:
+        then = f"The last complete checkpoint is {complete[-1]}: free space, then continue with\n  {resume}"
+    else:
+        then = "No complete checkpoint was saved before: free space, then start the run again."
+    return CheckpointSaveFailed(f"no space left on the device while {where} in {run_dir} ({space}).{removed} {then}")
+
+
+@contextmanager
+def stop_cleanly_when_disk_full(run_dir: Path, resume: str) -> Iterator[None]:
+    """Around trainer.train(): a checkpoint save that fills the disk ends the run with what to do, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        error = no_space_error(exc, run_dir, resume)
+        if error is None:
+            raise
+        raise error from exc

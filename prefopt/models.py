@@ -1,4 +1,4 @@
-"""Load the tokenizer and the policy model a `conf/model/*.yaml` describes, on the right device and dtype.
+"""Load the tokenizer and the policy (or reward) model a `conf/model/*.yaml` describes, on the right device and dtype.
 
 Three sources, picked by the config: a Hub id or local folder (`path`), a GGUF file shipped inside a
 Python package (`gguf_package` + `gguf_file`, the embedded default; converted once to a safetensors
@@ -16,7 +16,13 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 from prefopt.errors import RecipeError
 
@@ -42,6 +48,8 @@ def pick_precision(requested: str = "auto") -> str:
 
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# What a recipe trains (prefopt.recipe.Recipe.model_class): a policy, or a reward model with one score per text.
+AUTO_CLASSES = {"causal_lm": AutoModelForCausalLM, "sequence_classification": AutoModelForSequenceClassification}
 
 
 def embedded_folder(package: str) -> Path:
@@ -169,21 +177,30 @@ def _gguf_cache(model_cfg: DictConfig) -> Path:
     return target
 
 
-def load_model(model_cfg: DictConfig, precision: str, quantization_config=None, seed: int = 0):
-    """The policy model in `precision`; 4-bit when `quantization_config` is given (QLoRA)."""
+def load_model(
+    model_cfg: DictConfig, precision: str, quantization_config=None, seed: int = 0, model_class: str = "causal_lm"
+):
+    """The policy model in `precision`; 4-bit when `quantization_config` is given (QLoRA).
+
+    model_class="sequence_classification" loads the same weights as a reward model instead: the LM head replaced
+    by a one-score head (num_labels=1), randomly initialized from `seed`.
+    """
     dtype = TORCH_DTYPES[precision]
+    auto_class = AUTO_CLASSES[model_class]
+    head = {"num_labels": 1} if model_class == "sequence_classification" else {}
     if model_cfg.get("init_config") is not None:
         torch.manual_seed(seed)  # the same random model for the same seed
         init = OmegaConf.to_container(model_cfg.init_config, resolve=True)
-        config = AutoConfig.for_model(**init)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        config = AutoConfig.for_model(**init, **head)
+        _set_pad_token(config, model_class)
+        model = auto_class.from_config(config, dtype=dtype)
         if quantization_config is None:
             return model
         # bitsandbytes quantizes while loading weights: round-trip the random weights through a folder.
         with tempfile.TemporaryDirectory() as folder:
             model.save_pretrained(folder)
             del model
-            return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_quantized(quantization_config))
+            return auto_class.from_pretrained(folder, dtype=dtype, **_quantized(quantization_config))
     source = str(_gguf_cache(model_cfg)) if model_cfg.get("gguf_file") else model_source(model_cfg)
     kwargs = dict(
         dtype=dtype,
@@ -191,10 +208,28 @@ def load_model(model_cfg: DictConfig, precision: str, quantization_config=None, 
         trust_remote_code=model_cfg.get("trust_remote_code", False),
         attn_implementation=model_cfg.get("attn_implementation"),
         use_safetensors=True,
+        **head,
     )
     if quantization_config is not None:
         kwargs.update(_quantized(quantization_config))
-    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if model_class == "causal_lm":
+        return auto_class.from_pretrained(source, **kwargs)
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    torch.manual_seed(seed)  # the new score head: the same reward model for the same seed
+    with suppress_seqcls_warning():  # "score.weight newly initialized, lm_head unused" is what is meant here
+        model = auto_class.from_pretrained(source, **kwargs)
+    _set_pad_token(model.config, model_class)
+    return model
+
+
+def _set_pad_token(config, model_class: str) -> None:
+    """A sequence classifier scores the last non-pad token of each row, so it needs a pad id to find it; EOS is
+    what load_tokenizer pads with when the tokenizer has no pad token (TRL sets the tokenizer's id again)."""
+    if model_class != "sequence_classification" or config.pad_token_id is not None:
+        return
+    eos = config.eos_token_id
+    config.pad_token_id = eos[0] if isinstance(eos, list) else eos
 
 
 def _quantized(quantization_config) -> dict:

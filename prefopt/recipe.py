@@ -2,8 +2,9 @@
 
 A recipe module (recipes/dpo.py, or a copy made by `make new-recipe`) defines `RECIPE = Recipe(...)`. The library
 reads only that object: its data format, whether it trains against a reference, its loss when the policy equals the
-reference and the metrics its trainer logs. Nothing looks at the module's name or its classes, so a copy gets the
-same memory estimate, health rules and evaluation as its original.
+reference, the metrics its trainer logs and the model class it trains (a policy or a reward model). Nothing looks
+at the module's name or its classes, so a copy gets the same memory estimate, health rules and evaluation as its
+original.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 DataFormat = Literal["paired", "unpaired"]
 DATA_FORMATS = ("paired", "unpaired")  # prompt/chosen/rejected; prompt/completion/label
+ModelClass = Literal["causal_lm", "sequence_classification"]
+MODEL_CLASSES = ("causal_lm", "sequence_classification")  # a policy; a reward model (one score per text)
 
 # What TRL's pairwise trainers log for each pair (without the train_/eval_ prefix): the implicit rewards and the
 # answers' log-probabilities, as prefopt.evaluation computes them on held-out pairs.
@@ -65,6 +68,9 @@ class Recipe:
     logged_metrics: the metric names its trainer logs (TRL's, without the train_/eval_ prefix); evaluation reuses
         the trainer's held-out pair rewards when they are there and are log-ratios.
     fused_lm_head: log-probs come from a chunked LM head that never holds the logits (the memory estimate).
+    model_class: "causal_lm" (a policy, the default) or "sequence_classification" (a reward model: one score per
+        text, loaded with num_labels=1 and LoRA task type SEQ_CLS); only a causal LM generates, so the launcher's
+        generation evaluation after training applies to it alone.
     """
 
     config_class: type[TrainingArguments]
@@ -74,10 +80,18 @@ class Recipe:
     loss_at_start: Callable[[DictConfig], float | None] = no_fixed_start
     logged_metrics: tuple[str, ...] = ()
     fused_lm_head: bool = False
+    model_class: ModelClass = "causal_lm"
 
     def __post_init__(self):
         if self.data_format not in DATA_FORMATS:
             raise RecipeError(f"Recipe(data_format={self.data_format!r}): must be one of {', '.join(DATA_FORMATS)}.")
+        if self.model_class not in MODEL_CLASSES:
+            raise RecipeError(f"Recipe(model_class={self.model_class!r}): must be one of {', '.join(MODEL_CLASSES)}.")
+
+    @property
+    def trains_reward_model(self) -> bool:
+        """It trains a scorer, not a policy: nothing to generate with, nothing to compare against a reference."""
+        return self.model_class == "sequence_classification"
 
     @property
     def logs_pair_rewards(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from numbers import Number
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from omegaconf import DictConfig
 from prefopt.errors import RecipeError
 from prefopt.model_setup import ModelSetup
 from prefopt.recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 
 def _positive(cfg_section: DictConfig, key: str, prefix: str, hint: str = "") -> list[str]:
@@ -50,6 +53,44 @@ def _peft_problems(peft: DictConfig) -> list[str]:
     return found
 
 
+def _step_problems(train: DictConfig) -> list[str]:
+    """How long the run is and when it evaluates: settings TRL accepts that do nothing or train nothing."""
+    found = []
+    steps, epochs = train.get("max_steps"), train.get("num_train_epochs")
+    if _is_number(steps) and steps == 0:
+        found.append(
+            "train.max_steps=0 trains nothing: set the number of optimizer steps (e.g. train.max_steps=30), or "
+            "train.max_steps=-1 to train train.num_train_epochs over the data."
+        )
+    elif _is_number(steps) and steps < 0 and _is_number(epochs) and epochs <= 0:
+        found.append(
+            f"train.max_steps={steps} trains train.num_train_epochs={epochs} epochs, i.e. nothing: set "
+            f"train.num_train_epochs > 0 (e.g. 1), or a number of steps with train.max_steps=N."
+        )
+    strategy = str(train.get("eval_strategy"))
+    if train.get("eval_steps") is not None and strategy != "steps":
+        found.append(
+            f"train.eval_steps={train.eval_steps} has no effect with train.eval_strategy={strategy}: add "
+            f"train.eval_strategy=steps to evaluate every {train.eval_steps} steps, or drop train.eval_steps."
+        )
+    return found
+
+
+def checkpoint_warnings(train: DictConfig) -> list[str]:
+    """Valid settings that leave a run without checkpoints to resume from until it ends."""
+    steps, every = train.get("max_steps"), train.get("save_steps")
+    if str(train.get("save_strategy")) != "steps" or not (_is_number(steps) and _is_number(every)):
+        return []
+    if steps > 0 and every >= 1 and every >= steps:
+        # The trainer still saves one at the last step; a kill before that restarts the run from step 0.
+        return [
+            f"train.save_steps={every} is not below train.max_steps={steps}: the only checkpoint is the one at the "
+            f"end, so a run killed before step {steps} cannot resume. To checkpoint along the way set "
+            f"train.save_steps to less than {steps} (e.g. train.save_steps={max(1, steps // 3)})."
+        ]
+    return []
+
+
 def problems(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> list[str]:
     """Named cross-field rules; type and unknown-key checks come from the TRL config (prefopt.trl_args)."""
     found = _positive(cfg.method, "beta", "method", " (typical DPO values are 0.01-0.5)")
@@ -64,6 +105,7 @@ def problems(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> list[str]:
     if cfg.precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         found.append("precision=bf16: this GPU has no bf16 support; use precision=auto (fp16).")
     found += _peft_problems(cfg.peft)
+    found += _step_problems(cfg.train)
     if cfg.dataset.format == "builtin" and _is_number(cfg.dataset.num_eval) and cfg.dataset.num_eval < 1:
         found.append("dataset.num_eval must be >= 1: the launcher evaluates on held-out pairs.")
     batch = cfg.train.get("per_device_train_batch_size")
@@ -119,5 +161,7 @@ def _reference_problems(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> l
 
 def validate(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> None:
     found = problems(cfg, recipe, setup)
+    for warning in checkpoint_warnings(cfg.train):
+        log.warning("%s", warning)
     if found:
         raise RecipeError("invalid config:\n  - " + "\n  - ".join(found))

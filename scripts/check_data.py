@@ -2,6 +2,7 @@
 
 Takes the same Hydra overrides as scripts/train.py (`method=kto`, `train.max_length=512`, `dataset.path=pairs.jsonl`)
 and loads only the tokenizer, never model weights. Prints a table; `--json` prints one JSON object instead.
+A mixture (`dataset=mix`) is reported as a whole and per source.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from omegaconf import DictConfig
 
 from prefopt.config import compose_config
 from prefopt.data import load_splits
-from prefopt.data.report import data_report, format_table
+from prefopt.data.mixture import load_mixture
+from prefopt.data.report import data_report, format_table, sources_report
 from prefopt.errors import RecipeError
 from prefopt.models import check_available, load_tokenizer
 from prefopt.recipe import load_recipe
@@ -31,8 +33,13 @@ def check(cfg: DictConfig) -> dict:
     data_format = load_recipe(cfg.method.recipe).data_format
     check_available(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
-    train, eval_ = load_splits(cfg.dataset, data_format)
-    report = data_report(train, eval_, tokenizer, cfg.train.max_length)
+    if cfg.dataset.format == "mix":
+        mixture = load_mixture(cfg.dataset, data_format)
+        report = data_report(mixture.train, mixture.eval, tokenizer, cfg.train.max_length)
+        report["sources"] = sources_report(mixture.parts, tokenizer, cfg.train.max_length)
+    else:
+        train, eval_ = load_splits(cfg.dataset, data_format)
+        report = data_report(train, eval_, tokenizer, cfg.train.max_length)
     return {"dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name, **report}
 
 

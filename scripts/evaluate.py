@@ -7,6 +7,7 @@ Options: --num-samples 4 --temperature 0.7 (sampled answers too), --max-prompts,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -42,21 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        refuse_existing_eval(args.run_dir, args.force)
-        cfg, tokenizer, models = load_run(args.run_dir)
-        settings = GenerationSettings.from_config(
-            cfg.get("eval_generation"),
-            max_prompts=args.max_prompts,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            num_samples=args.num_samples,
-            temperature=args.temperature,
-            seed=cfg.train.seed,
-        )
-        result = evaluate(cfg, models, tokenizer, settings)
-        result["written_by"] = "scripts/evaluate.py"
-        path = write_eval(args.run_dir, result, force=args.force)
-        log_to_wandb(result, cfg, args.run_dir)
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # stdout: only the JSON object
+            result, path = _evaluate(args)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -66,6 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.run_dir} ({result['method']}, {result['model']}) -> {path}")
         print(format_report(result))
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
+    refuse_existing_eval(args.run_dir, args.force)
+    cfg, tokenizer, models = load_run(args.run_dir)
+    settings = GenerationSettings.from_config(
+        cfg.get("eval_generation"),
+        max_prompts=args.max_prompts,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        seed=cfg.train.seed,
+    )
+    result = evaluate(cfg, models, tokenizer, settings)
+    result["written_by"] = "scripts/evaluate.py"
+    path = write_eval(args.run_dir, result, force=args.force)
+    log_to_wandb(result, cfg, args.run_dir)
+    return result, path
 
 
 if __name__ == "__main__":

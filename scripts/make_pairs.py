@@ -1,7 +1,8 @@
 """Best-of-N preference pairs from a model: `make pairs` (or `python scripts/make_pairs.py model=tiny-random num_prompts=8`).
 
 Hydra overrides for conf/make_pairs.yaml (`model=`, `prompts=`, `num_samples=`, `reward.model=`, `output=`); `--force`
-overwrites an existing output, `--json` prints the counts as one JSON object. Train on the output with
+overwrites an existing output, `--json` prints the counts as one JSON object. `reward.model=` takes the run directory
+of `make train-rm` or a Hub id/folder of a sequence classifier. Train on the output with
 `make train-dpo dataset=local ARGS="dataset.path=outputs/pairs.jsonl"`.
 """
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import prefopt.console  # isort: skip  (first: what libraries log while importing reaches train.log)
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -20,7 +21,7 @@ from transformers import set_seed
 
 from prefopt.adapters import build_policy_and_reference, quantization_config
 from prefopt.callbacks import build_callbacks
-from prefopt.checkpoints import resolve_resume
+from prefopt.checkpoints import resolve_resume, resume_command, stop_cleanly_when_disk_full
 from prefopt.data import load_splits
 from prefopt.data.cache import on_disk
 from prefopt.data.checks import drop_unusable
@@ -41,6 +42,7 @@ from prefopt.run_files import (
     save_config,
     write_json,
 )
+from prefopt.run_lock import RunLock
 from prefopt.tracking import finish_wandb, start_wandb
 from prefopt.trl_args import run_name
 from prefopt.validation import check_sections, validate
@@ -55,6 +57,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     setup = resolve_model_setup(cfg, recipe)  # policy, reference, adapters, precision, processes: decided once
     fit_hardware(cfg, recipe, setup)  # hardware=24gb|40gb|80gb: micro-batch, accumulation, checkpointing
     validate(cfg, recipe, setup)
+    with RunLock(run_dir):  # a second run into this directory stops here; released however this one ends
+        return _train(cfg, run_dir, recipe, setup, started)
+
+
+def _train(cfg: DictConfig, run_dir: Path, recipe, setup, started: float) -> dict:
     checkpoint = resolve_resume(cfg.train.resume, run_dir)
     refuse_existing_run(run_dir, resuming=checkpoint is not None)
     check_available(cfg.model)
@@ -62,7 +69,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     tokenizer = load_tokenizer(cfg.model)
     quant_config = quantization_config(cfg.peft, setup.precision)
-    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config)
+    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config, recipe.model_class)
     train_data, eval_data = load_splits(cfg.dataset, recipe.data_format)
     log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.data_format)
     log_summary(train_data, eval_data, tokenizer, cfg.train.max_length)
@@ -85,11 +92,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     )
     before = evaluate_before_training(trainer, run_dir) if cfg.eval_before_training else {}
     undo_evaluation_preparation(trainer)  # else DDP skips its gradient sync when no reference model was prepared
-    train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
-    if callbacks[0].stopped_by_signal:
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    resume = resume_command(overrides, run_dir)
+    with stop_cleanly_when_disk_full(run_dir, resume):
+        train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
+    guard = callbacks[0]
+    if guard.stopped_by_signal:
         raise RunInterrupted(
-            f"stopped by SIGTERM at step {trainer.state.global_step} after saving a checkpoint; continue with "
-            f"train.resume=auto hydra.run.dir={run_dir}"
+            f"stopped by {guard.stop_signal.name} at step {trainer.state.global_step} after saving a checkpoint; "
+            f"continue with\n  {resume}",
+            exit_code=128 + guard.stop_signal,
         )
     after = trainer.evaluate(metric_key_prefix="eval")
     status = run_status(callbacks)
@@ -142,11 +154,13 @@ def sweep_objective(metrics: dict, name: str) -> float:
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    prefopt.console.setup(cfg)  # third-party output: train.log only, unless verbose=true
     quiet_other_ranks()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if cfg.dry_run:
             return dry_run(cfg, run_dir)
+        prefopt.console.log_run_summary(cfg, run_dir)
         metrics = train(cfg, run_dir)
         finish_wandb(0)
         return sweep_objective(metrics, cfg.optimized_metric)
@@ -163,6 +177,10 @@ def main(cfg: DictConfig) -> float | None:
             log.error("%s", reason)
             sys.exit(exc.exit_code)
         raise
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or one before it starts: stop now, no checkpoint
+        finish_wandb(1)
+        log.error("stopped by Ctrl-C; complete checkpoints in %s, if any, resume with train.resume=auto", run_dir)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

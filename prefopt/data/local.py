@@ -187,14 +187,17 @@ def _label(value, where: str, named: str) -> bool:
 
 def hold_out(rows: list[dict], fraction: float | None, seed: int, source: str) -> tuple[list[dict], list[dict]]:
     """Split by prompt, not by row, so no held-out prompt is ever trained on."""
-    if fraction is None or not 0 < fraction < 1:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise RecipeError(
-            f"dataset.eval_fraction={fraction}: must be between 0 and 1 when there is no dataset.eval_path "
-            f"(the launcher evaluates on held-out rows)."
+            f"dataset.eval_fraction={fraction}: must be between 0 and 1 when there is no separate eval split "
+            f"(dataset.eval_path for files, dataset.eval_split for Hub data): the launcher evaluates on held-out rows."
         )
     keys = list(dict.fromkeys(prompt_key(row["prompt"]) for row in rows))
     if len(keys) < 2:
-        raise RecipeError(f"{source}: all rows share one prompt, so none can be held out; give dataset.eval_path=.")
+        raise RecipeError(
+            f"{source}: all rows share one prompt, so none can be held out; give a separate eval split "
+            f"(dataset.eval_path= for files, dataset.eval_split= for Hub data)."
+        )
     random.Random(seed).shuffle(keys)
     held_out = set(keys[: min(len(keys) - 1, max(1, round(len(keys) * fraction)))])
     train = [row for row in rows if prompt_key(row["prompt"]) not in held_out]
@@ -204,6 +207,12 @@ def hold_out(rows: list[dict], fraction: float | None, seed: int, source: str) -
 
 def prompt_key(prompt: str | list[dict]) -> str:
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def eval_prompts_in_train(train_prompts, eval_prompts) -> int:
+    """How many eval rows have a prompt that some train row has too (the eval then measures memorization)."""
+    seen = {prompt_key(p) for p in train_prompts}
+    return sum(prompt_key(p) in seen for p in eval_prompts)
 
 
 def as_one_format(*splits: list[dict]) -> list[list[dict]]:

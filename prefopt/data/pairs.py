@@ -1,7 +1,7 @@
 """Best-of-N preference pairs: sample N answers per prompt, score them, keep the best as chosen and the worst as rejected.
 
 A scoring function takes (prompt row, answers) and returns one float per answer: the built-in verifier
-(`verifier_scores`), a Hub reward model (`RewardModel`), or any function of that shape. Prompts whose answers
+(`verifier_scores`), a reward model from the Hub or `make train-rm` (`RewardModel`), or any function of that shape. Prompts whose answers
 all score the same (ties) carry no preference and are skipped. The output is the `dataset=local` JSONL format,
 so `dataset=local dataset.path=<output>` trains on it.
 """
@@ -81,25 +81,28 @@ def verifier_scores(row: dict, answers: list[str]) -> list[float]:
 
 
 class RewardModel:
-    """A sequence-classification reward model (one logit per text) scoring prompt + answer through its chat template."""
+    """A reward model (one logit per text) scoring prompt + answer through its chat template.
+
+    `source` is a Hub id or folder of an AutoModelForSequenceClassification, or the run directory of
+    `make train-rm` (config.yaml + model/, a LoRA adapter or a full model; its model/ folder works too).
+    """
 
     def __init__(self, source: str, batch_size: int = 16, max_length: int = 1024, device: str | None = None):
-        from transformers import AutoModelForSequenceClassification
-
-        from prefopt.models import check_available, load_tokenizer
-
-        model_cfg = OmegaConf.create({"name": "reward.model", "path": source})
-        check_available(model_cfg)
-        self.tokenizer = load_tokenizer(model_cfg)  # ChatML when the reward model ships no template
-        self.model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32).eval()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        run_dir = reward_run_dir(source)
+        if run_dir is not None:
+            self.model, self.tokenizer = load_reward_run(run_dir, source)
+        else:
+            self.model, self.tokenizer = _load_reward_folder(source)
         if self.model.config.num_labels != 1:
             raise RecipeError(
                 f"reward.model={source} has {self.model.config.num_labels} labels; a reward model has one score (num_labels=1)."
             )
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
+        if not getattr(self.model, "is_loaded_in_4bit", False):  # 4-bit weights were placed while loading
+            self.model.to(self.device)
+        self.model.eval()
         self.batch_size, self.max_length = batch_size, max_length
 
     @torch.no_grad()
@@ -120,6 +123,80 @@ class RewardModel:
             ).to(self.device)
             scores += self.model(**batch).logits[:, 0].float().tolist()
         return scores
+
+
+def reward_run_dir(source: str) -> Path | None:
+    """The run directory `source` names (it, or its model/ folder, next to a config.yaml), else None."""
+    from prefopt.run_files import CONFIG_FILE, MODEL_DIR
+
+    path = Path(source).expanduser()
+    if (path / CONFIG_FILE).is_file():
+        return path
+    if path.name == MODEL_DIR and (path.parent / CONFIG_FILE).is_file():
+        return path.parent
+    return None
+
+
+def load_reward_run(run_dir: Path, source: str | None = None):
+    """(model, tokenizer) of a finished `make train-rm` run, in fp32 (4-bit base weights for a QLoRA run).
+
+    The tokenizer is built as the run built it (the char tokenizer of tiny-random has no files to load), and an
+    adapter goes back onto the run's base model with the trained score head."""
+    from transformers import AutoModelForSequenceClassification
+
+    from prefopt.adapters import quantization_config
+    from prefopt.models import check_available, load_model, load_tokenizer
+    from prefopt.recipe import load_recipe
+    from prefopt.run_files import CONFIG_FILE, MODEL_DIR
+
+    name = f"reward.model={source or run_dir}"
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    recipe_module = OmegaConf.select(cfg, "method.recipe")
+    if not recipe_module:
+        raise RecipeError(
+            f"{name}: {run_dir / CONFIG_FILE} names no method.recipe, so it is not the config of a scripts/train.py "
+            f"run; give the run directory of `make train-rm` or a Hub id or folder of a sequence-classification model."
+        )
+    if not load_recipe(recipe_module).trains_reward_model:
+        raise RecipeError(
+            f"{name}: {run_dir} is a run of method={cfg.method.name}, which trains a policy (a causal LM), not a "
+            f"reward model. Train one with `make train-rm` and give its run directory, or give a Hub id or folder of "
+            f"a sequence-classification model."
+        )
+    model_dir = run_dir / MODEL_DIR
+    if not model_dir.is_dir():
+        raise RecipeError(
+            f"{name}: {run_dir} has no {MODEL_DIR}/: the run did not finish training (see its train.log)."
+        )
+    tokenizer = load_tokenizer(cfg.model)
+    if not (model_dir / "adapter_config.json").is_file():
+        return AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32), tokenizer
+    from peft import PeftModel
+
+    check_available(cfg.model)
+    quantization = quantization_config(cfg.peft, "fp32")
+    base = load_model(cfg.model, "fp32", quantization, seed=cfg.train.seed, model_class="sequence_classification")
+    model = PeftModel.from_pretrained(base, str(model_dir))
+    # One plain model scores faster; LoRA on 4-bit weights stays unmerged (merging would round the update away).
+    return (model if quantization is not None else model.merge_and_unload()), tokenizer
+
+
+def _load_reward_folder(source: str):
+    """(model, tokenizer) of a Hub id or folder holding a sequence-classification model."""
+    from transformers import AutoModelForSequenceClassification
+
+    from prefopt.models import check_available, load_tokenizer
+
+    path = Path(source).expanduser()
+    if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+        raise RecipeError(
+            f"reward.model={source}: the folder holds neither a model (config.json) nor a run of `make train-rm` "
+            f"(config.yaml and model/)."
+        )
+    model_cfg = OmegaConf.create({"name": "reward.model", "path": source})
+    check_available(model_cfg)
+    tokenizer = load_tokenizer(model_cfg)  # ChatML when the reward model ships no template
+    return AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32), tokenizer
 
 
 @torch.no_grad()

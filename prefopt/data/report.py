@@ -17,7 +17,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from prefopt.data.checks import boundaries, completion_fields, is_messages, measure
-from prefopt.data.local import prompt_key
+from prefopt.data.local import eval_prompts_in_train, prompt_key
 from prefopt.reports import format_cell
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ def data_report(
 ) -> dict:
     """Everything check_data prints; `max_rows` measures only each split's first rows (the training log uses it)."""
     full_rows = {"train": len(train), "eval": len(eval_)}
-    train_prompts = {prompt_key(p) for p in train["prompt"]}
-    leaked = sum(prompt_key(p) in train_prompts for p in eval_["prompt"])
+    leaked = eval_prompts_in_train(train["prompt"], eval_["prompt"])
     if max_rows is not None:
         train, eval_ = (ds.select(range(min(max_rows, len(ds)))) for ds in (train, eval_))
     splits = {"train": split_report(train, tokenizer, max_length), "eval": split_report(eval_, tokenizer, max_length)}
@@ -165,6 +164,12 @@ def format_table(report: dict, title: str = "") -> str:
                 f"{lab['undesirable']} undesirable ({_fmt(lab['mean_undesirable_tokens'])})"
             )
     lines.append(f"eval prompts also in train: {report['eval_prompts_in_train']}")
+    if report.get("sources"):
+        lines += [
+            "",
+            f"mixture of {len(report['sources'])} sources:",
+            *format_sources(report["sources"], report["max_length"]),
+        ]
     if report["example"]["rendered"] is not None:
         lines += [
             "",
@@ -174,25 +179,74 @@ def format_table(report: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def _split_line(split: str, data: dict, max_length: int | None) -> str:
+    if "tokens" not in data:
+        return f"{split}: {data['rows']} rows"
+    tokens = ", ".join(f"{name} {s['p50']}/{s['p99']}/{s['max']}" for name, s in data["tokens"].items())
+    line = f"{split}: {data['rows']} rows; tokens p50/p99/max {tokens}"
+    if "truncated" in data:
+        line += f"; truncated {data['truncated']}, emptied {data['emptied']} at max_length {max_length}"
+    line += f"; boundary mismatches {data['boundary_mismatches']}"
+    if "length_gap" in data:
+        line += f"; chosen longer in {data['length_gap']['chosen_longer_fraction']:.0%}"
+    line += f"; duplicate prompts {data['duplicate_prompts']}"
+    if "rows_measured" in data:
+        line += f" (first {data['rows_measured']} rows measured)"
+    return line
+
+
 def short_summary(report: dict) -> list[str]:
     """One line per split for the training log."""
-    lines = []
-    for split, data in report["splits"].items():
-        if "tokens" not in data:
-            lines.append(f"{split}: {data['rows']} rows")
-            continue
-        tokens = ", ".join(f"{name} {s['p50']}/{s['p99']}/{s['max']}" for name, s in data["tokens"].items())
-        line = f"{split}: {data['rows']} rows; tokens p50/p99/max {tokens}"
-        if "truncated" in data:
-            line += f"; truncated {data['truncated']}, emptied {data['emptied']} at max_length {report['max_length']}"
-        line += f"; boundary mismatches {data['boundary_mismatches']}"
-        if "length_gap" in data:
-            line += f"; chosen longer in {data['length_gap']['chosen_longer_fraction']:.0%}"
-        line += f"; duplicate prompts {data['duplicate_prompts']}"
-        if "rows_measured" in data:
-            line += f" (first {data['rows_measured']} rows measured)"
-        lines.append(line)
+    lines = [_split_line(split, data, report["max_length"]) for split, data in report["splits"].items()]
     lines.append(f"eval prompts also in train: {report['eval_prompts_in_train']}")
+    return lines
+
+
+def sources_report(parts: Sequence, tokenizer: PreTrainedTokenizerBase, max_length: int | None) -> list[dict]:
+    """Per source of a mixture (prefopt.data.mixture.Part): what it had, what the mixture took, and its splits."""
+    total = sum(len(part.train) for part in parts) or 1
+    found = []
+    for part in parts:
+        train, eval_ = Dataset.from_list(part.train), Dataset.from_list(part.eval)
+        found.append(
+            {
+                "index": part.index,
+                "name": part.name,
+                "format": part.format,
+                "available": part.available,
+                "share": round(len(part.train) / total, 4),
+                "duplicates_dropped": part.duplicates,
+                "held_out_elsewhere_dropped": part.held_out_elsewhere,
+                "splits": {
+                    "train": split_report(train, tokenizer, max_length),
+                    "eval": split_report(eval_, tokenizer, max_length),
+                },
+            }
+        )
+    return found
+
+
+def format_sources(sources: list[dict], max_length: int | None) -> list[str]:
+    lines = [
+        f"{'source':<24} {'format':<13} {'had train/eval':>14} {'train':>7} {'share':>7} {'eval':>6} "
+        f"{'repeats':>8} {'held out elsewhere':>19}"
+    ]
+    for source in sources:
+        had = f"{source['available']['train']}/{source['available']['eval']}"
+        label = f"[{source['index']}] {source['name']}"
+        splits = source["splits"]
+        lines.append(
+            f"{label:<24} {source['format']:<13} {had:>14} "
+            f"{splits['train']['rows']:>7} {source['share']:>7.1%} {splits['eval']['rows']:>6} "
+            f"{source['duplicates_dropped']:>8} {source['held_out_elsewhere_dropped']:>19}"
+        )
+    lines.append(
+        "repeats: its rows dropped as copies of an earlier row; held out elsewhere: its train rows dropped because "
+        "another source evaluates on their prompt"
+    )
+    for source in sources:
+        for split, data in source["splits"].items():
+            lines.append(f"[{source['index']}] {source['name']} {_split_line(split, data, max_length)}")
     return lines
 
 

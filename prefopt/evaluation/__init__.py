@@ -16,6 +16,8 @@ The modules, each importing only those above it:
   scoring     the built-in task's held-out prompts and verifier: pass rates, win rate, KL
   report      the before/after table, and the W&B summary
   runs        one evaluation: evaluate, eval.json, loading a finished run, the launcher's step after training
+  harness     lm-evaluation-harness tasks on policy and reference, eval.json's harness section (imported on its own:
+              prefopt.evaluation.harness, which imports lm_eval only when it runs)
 """
 
 from prefopt.evaluation.encoding import encode_pair, encode_prompt

@@ -76,11 +76,19 @@ def flat_metrics(result: dict) -> dict[str, float]:
     for name in ("pass_rate", "mean_length_chars"):
         for who, value in gen.get(name, {}).items():
             flat[f"eval/generation/{name}/{who}"] = value
+    # The harness's own names: eval/harness/<task>/acc,none/policy, eval/harness/<task>/acc_stderr,none/policy.
+    for task, entry in (result.get("harness") or {}).items():
+        for key, values in entry["metrics"].items():
+            metric, _, filter_name = key.partition(",")
+            for who in ("reference", "policy"):
+                for name, value in ((key, values[who]), (f"{metric}_stderr,{filter_name}", values["stderr"][who])):
+                    if value is not None:
+                        flat[f"eval/harness/{task}/{name}/{who}"] = value
     return flat
 
 
-def log_to_wandb(result: dict, cfg: DictConfig, run_dir: Path) -> None:
-    """Into the open W&B run (training), or a new one with job_type=eval in the run's group and name."""
+def log_to_wandb(result: dict, cfg: DictConfig, run_dir: Path, job_type: str = "eval") -> None:
+    """Into the open W&B run (training), or a new one with `job_type` in the run's group and name."""
     if cfg.logger.name != "wandb":
         return
     import wandb
@@ -95,7 +103,7 @@ def log_to_wandb(result: dict, cfg: DictConfig, run_dir: Path) -> None:
             entity=cfg.logger.entity,
             group=cfg.logger.group,
             name=run_name(cfg),
-            job_type="eval",
+            job_type=job_type,
             dir=str(run_dir),
             mode=wandb_mode(),
             config=OmegaConf.to_container(cfg, resolve=True),
@@ -108,6 +116,15 @@ def log_to_wandb(result: dict, cfg: DictConfig, run_dir: Path) -> None:
         columns = ["kind", "prompt", "expected", "reference_answer", "policy_answer", "reference_pass", "policy_pass"]
         table = wandb.Table(columns=columns, data=[[sample[c] for c in columns] for sample in samples])
         payload["eval/generation/samples"] = table
+    harness = result.get("harness")
+    if harness:
+        columns = ["task", "metric", "reference", "policy", "reference_stderr", "policy_stderr"]
+        rows = [
+            [task, key, v["reference"], v["policy"], v["stderr"]["reference"], v["stderr"]["policy"]]
+            for task, entry in harness.items()
+            for key, v in entry["metrics"].items()
+        ]
+        payload["eval/harness/table"] = wandb.Table(columns=columns, data=rows)
     wandb.log(payload)
     if opened_here:
         wandb.finish()

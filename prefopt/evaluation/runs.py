@@ -3,6 +3,7 @@ a finished run directory loaded back for it (scripts/evaluate.py), or the launch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -67,8 +68,14 @@ def evaluate(
 
 
 def write_eval(run_dir: Path, result: dict, force: bool = False) -> Path:
+    """eval.json with `result`; a `harness` section written earlier (make eval-harness) is kept."""
     refuse_existing_eval(run_dir, force)
     path = Path(run_dir) / EVAL_FILE
+    if path.is_file() and "harness" not in result:
+        with contextlib.suppress(ValueError, OSError):
+            earlier = json.loads(path.read_text())
+            if isinstance(earlier, dict) and "harness" in earlier:
+                result = {**result, "harness": earlier["harness"]}
     write_json(path, result)
     return path
 
@@ -102,7 +109,14 @@ def load_run(run_dir: Path) -> tuple[DictConfig, object, PolicyAndReference]:
     if not model_dir.is_dir():
         raise RecipeError(f"{run_dir} has no {MODEL_DIR}/: the run did not finish training (see its train.log).")
     cfg = OmegaConf.load(config_path)
-    setup = resolve_model_setup(cfg, load_recipe(cfg.method.recipe))
+    recipe = load_recipe(cfg.method.recipe)
+    if recipe.trains_reward_model:
+        raise RecipeError(
+            f"{run_dir} is a reward model run (method={cfg.method.name}): it generates nothing to evaluate; its "
+            f"held-out pair accuracy is in {METRICS_FILE}. Score pairs with it: "
+            f'make pairs ARGS="reward.model={run_dir}".'
+        )
+    setup = resolve_model_setup(cfg, recipe)
     if setup.precision != "fp32" and setup.use_cpu:
         # Trained on a GPU in bf16/fp16: evaluate in fp32 here (bf16 matmuls crawl on CPU).
         setup = dataclasses.replace(setup, precision="fp32")
@@ -165,6 +179,10 @@ def evaluate_after_training(
     turns it into what the policy is measured against."""
     from prefopt.adapters import quantization_config, reference_for_evaluation
 
+    if recipe.trains_reward_model:
+        # A reward model generates nothing and has no reference: its held-out pair accuracy is in metrics.json.
+        log.info("no generation evaluation: method=%s trains a reward model (accuracy: metrics.json)", cfg.method.name)
+        return None
     section = cfg.get("eval_generation")
     if not section or not section.get("enabled", False) or cfg.dataset.format != "builtin":
         return None

@@ -101,3 +101,23 @@ def test_bad_input_exits_2_with_the_message_from_a_fresh_process(tmp_path):
         timeout=300,
     )
     assert typo.returncode == 2 and "num_trian" in typo.stderr
+
+
+def test_a_mixture_is_reported_whole_and_per_source(tmp_path, capsys):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        "".join(json.dumps({"prompt": f"P{i}", "chosen": "yes", "rejected": "no"}) + "\n" for i in range(20))
+    )
+    overrides = ["model=tiny-random", "dataset=mix", f"dataset.sources.1.path={path}"]
+    overrides += ["+dataset.sources.0.num_train=64", "+dataset.sources.0.num_eval=4"]
+    assert check_data.main([*overrides, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    builtin, local = report["sources"]
+    assert (builtin["name"], local["name"], local["format"]) == ("builtin", "local", "local")
+    assert local["available"] == {"train": 18, "eval": 2} and local["splits"]["eval"]["rows"] == 2
+    assert builtin["splits"]["train"]["rows"] + local["splits"]["train"]["rows"] == report["splits"]["train"]["rows"]
+    assert builtin["share"] == 0.75 and report["eval_prompts_in_train"] == 0
+    assert local["splits"]["train"]["tokens"]["prompt"]["max"] < builtin["splits"]["train"]["tokens"]["prompt"]["max"]
+    assert check_data.main(overrides) == 0
+    table = capsys.readouterr().out
+    assert "mixture of 2 sources:" in table and "[1] local train: " in table

@@ -1,6 +1,7 @@
 """scripts/evaluate.py on run directories as train.py leaves them (tiny model, LoRA adapter moved off zero)."""
 
 import json
+import time
 
 from tests.conftest import load_script
 from tests.prefopt.evaluation.test_runs import fake_lora_run
@@ -23,8 +24,14 @@ def test_json_output_equals_eval_json_and_wandb_gets_an_eval_run(tmp_path, capsy
     assert generation["kl_policy_reference"] != 0.0  # the adapter moved the policy away from the reference
 
     (offline,) = (run / "wandb").glob("offline-run-*")
-    data = next(offline.glob("*.wandb")).read_bytes()
-    for needle in (b"eval/generation/samples", b"eval/pairs/reward_accuracy", b"dpo-tiny-random-beta0.1"):
+    needles = (b"eval/generation/samples", b"eval/pairs/reward_accuracy", b"dpo-tiny-random-beta0.1")
+    # W&B's service process writes the offline file after wandb.finish() returns: give it a moment on a busy machine.
+    deadline = time.monotonic() + 30
+    while not all(needle in (data := next(offline.glob("*.wandb")).read_bytes()) for needle in needles):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for needle in needles:
         assert needle in data, needle
 
 

@@ -4,8 +4,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+from omegaconf import OmegaConf
+
+from prefopt.config import compose_config
 from prefopt.data.local import read_pairs
-from tests.conftest import REPO, read_run, run_train
+from prefopt.errors import RecipeError
+from tests.conftest import REPO, load_script, read_run, run_train
 from tests.prefopt.data.test_pairs import build_tiny_reward_model
 
 # A random model never emits EOS: its answers are all cut off, so let them be chosen.
@@ -70,3 +75,29 @@ def test_verifier_scores_of_random_text_all_tie_and_the_error_counts_them(tmp_pa
     assert "no pairs from 4 prompts: 4 tied (no finished answer scored above the worst)" in result.stderr
     strict = make_pairs(*FAST_PAIRS, "num_prompts=2", "require_finished=true", f"output={output}")
     assert strict.returncode == 2 and "6 answers were cut off at max_new_tokens=10" in strict.stderr
+
+
+def test_reward_model_sources_that_are_not_reward_models_are_refused_before_sampling(tmp_path):
+    make = load_script("scripts/make_pairs.py").make_pairs
+    output = tmp_path / "pairs.jsonl"
+
+    def refused(source):
+        cfg = compose_config(*FAST_PAIRS, f"reward.model={source}", f"output={output}", config_name="make_pairs")
+        with pytest.raises(RecipeError) as raised:
+            make(cfg, progress=False)
+        assert not output.exists()
+        return str(raised.value)
+
+    policy_run = tmp_path / "dpo-run"
+    (policy_run / "model").mkdir(parents=True)
+    OmegaConf.save(compose_config("method=dpo", "model=tiny-random"), policy_run / "config.yaml")
+    assert refused(policy_run).startswith(
+        f"reward.model={policy_run}: {policy_run} is a run of method=dpo, which trains a policy (a causal LM), "
+        "not a reward model. Train one with `make train-rm`"
+    )
+    unfinished = tmp_path / "rm-run"
+    unfinished.mkdir()
+    OmegaConf.save(compose_config("method=rm", "model=tiny-random"), unfinished / "config.yaml")
+    assert f"{unfinished} has no model/: the run did not finish training" in refused(unfinished)
+    (tmp_path / "empty").mkdir()
+    assert "the folder holds neither a model (config.json) nor a run of `make train-rm`" in refused(tmp_path / "empty")

@@ -23,7 +23,7 @@ PROBE = textwrap.dedent("""
             torch.save(weights, os.path.join(os.environ["PROBE_DIR"], f"rank{os.environ['RANK']}.pt"))
 
     build = prefopt.callbacks.build_callbacks
-    prefopt.callbacks.build_callbacks = lambda cfg: build(cfg) + [DumpWeights()]
+    prefopt.callbacks.build_callbacks = lambda cfg, recipe: build(cfg, recipe) + [DumpWeights()]
     sys.argv = [os.path.join(os.environ["REPO"], "scripts", "train.py"), *sys.argv[1:]]
     runpy.run_path(sys.argv[0], run_name="__main__")
 """)

@@ -1,4 +1,5 @@
-"""scripts/train.py under kills and restarts: resume, SIGTERM, determinism, no secrets on disk."""
+"""scripts/train.py under kills and restarts: resume, SIGTERM, Ctrl-C, a full disk, the run lock, determinism, no
+secrets on disk."""
 
 import json
 import signal
@@ -10,19 +11,22 @@ from pathlib import Path
 import pytest
 
 from prefopt.checkpoints import COMPLETE_MARKER
+from prefopt.run_lock import LOCK_FILE
 from tests.conftest import FAST, REPO, read_run, run_train
 
 # Long enough to interrupt (40 steps), checkpoints every 10.
 RESUMABLE = [*FAST, "train.max_steps=40", "dataset.num_train=64", "train.save_steps=10", "train.logging_steps=1"]
 
 
-def _start(*overrides: str) -> subprocess.Popen:
+def _start(*overrides: str, script: Path = REPO / "scripts" / "train.py") -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *overrides],
+        [sys.executable, str(script), *overrides],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As a terminal's foreground job gets it: a shell starts background jobs with SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -49,8 +53,11 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "metrics.json").exists()
+    assert (killed / LOCK_FILE).exists()  # a killed run cannot release it
 
-    run_train(*RESUMABLE, "train.resume=auto", f"hydra.run.dir={killed}")
+    result = run_train(*RESUMABLE, "train.resume=auto", f"hydra.run.dir={killed}")
+    assert "was left by a run that ended without releasing it" in result.stdout + result.stderr
+    assert not (killed / LOCK_FILE).exists()
     expected, _ = read_run(whole)
     resumed, _ = read_run(killed)
     for key in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"):
@@ -81,6 +88,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_resumably(tmp_path):
     assert "train.resume=auto" in output
     checkpoints = [p for p in run_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()]
     assert len(checkpoints) == 1 and not (run_dir / "metrics.json").exists()
+    assert not (run_dir / LOCK_FILE).exists()
     step = int(checkpoints[0].name.split("-")[1])
     run_train(
         *FAST, f"train.max_steps={step + 2}", "dataset.num_train=64", "train.resume=auto", f"hydra.run.dir={run_dir}"
@@ -95,6 +103,69 @@ def test_half_written_checkpoint_is_never_resumed_from(tmp_path):
     (run_dir / "checkpoint-5").mkdir()  # no completion marker: a save that was cut off
     result = run_train(*FAST, "train.resume=auto", f"hydra.run.dir={run_dir}", check=False)
     assert result.returncode == 2 and "no complete checkpoint" in result.stdout + result.stderr
+    assert not (run_dir / LOCK_FILE).exists()  # a failed run releases the directory too
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_resumably(tmp_path):
+    run_dir = tmp_path / "run"
+    process = _start(
+        *FAST,
+        "train.max_steps=100000",
+        "train.save_steps=100000",
+        "eval_generation.enabled=false",
+        f"hydra.run.dir={run_dir}",
+    )
+    _wait_for(run_dir / "before_training.json", process)  # the handlers are in place: training is about to start
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-3000:]
+    assert "stopped by SIGINT at step" in output and "Traceback" not in output
+    assert f"train.resume=auto hydra.run.dir={run_dir}" in output
+    checkpoints = [p for p in run_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()]
+    assert len(checkpoints) == 1 and not (run_dir / "metrics.json").exists()
+    assert not (run_dir / LOCK_FILE).exists()
+
+
+FULL_DISK_AT_CHECKPOINT_4 = """
+import errno, runpy, sys, torch
+real_save = torch.save
+def save(obj, f, *args, **kwargs):  # the disk fills up while the optimizer state of checkpoint-4 is written
+    if "checkpoint-4" in str(f):
+        with open(f, "wb") as out:
+            out.write(b"PK" + bytes(1000))
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save
+sys.argv[0] = {script!r}
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.slow  # two runs (~45 CPU s); the message and the clean-up are tested fast in tests/prefopt/test_checkpoints.py
+def test_a_full_disk_while_saving_keeps_the_last_complete_checkpoint_resumable(tmp_path):
+    run_dir, script = tmp_path / "run", tmp_path / "full_disk_train.py"
+    script.write_text(FULL_DISK_AT_CHECKPOINT_4.format(script=str(REPO / "scripts" / "train.py")))
+    run = [
+        *FAST,
+        "train.save_steps=2",
+        "train.logging_steps=1",
+        "eval_before_training=false",
+        "eval_generation.enabled=false",
+    ]
+    process = _start(*run, f"hydra.run.dir={run_dir}", script=script)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 2, output[-3000:]
+    assert f"no space left on the device while saving checkpoint-4 in {run_dir}" in output
+    assert f"The last complete checkpoint is {run_dir / 'checkpoint-2'}" in output and "Traceback" not in output
+    assert f"train.resume=auto hydra.run.dir={run_dir}" in output
+    assert not (run_dir / "checkpoint-4").exists() and not (run_dir / "metrics.json").exists()
+    assert not (run_dir / LOCK_FILE).exists()
+
+    result = run_train(*run, "train.resume=auto", f"hydra.run.dir={run_dir}")
+    assert f"continuing from {run_dir / 'checkpoint-2'}" in result.stdout + result.stderr
+    metrics, _ = read_run(run_dir)
+    assert metrics["status"] == "completed" and max(_step_losses(run_dir)) == 4
+    assert not (run_dir / LOCK_FILE).exists()
 
 
 @pytest.mark.slow  # two full runs

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 from prefopt.data import load_splits
 from prefopt.data.hub import hh_rlhf_row, ultrafeedback_row
 from prefopt.errors import RecipeError
+from tests.conftest import compose_config
 
 MULTI_TURN = {
     "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: What is 2+2?\n\nAssistant: 4.",
@@ -163,7 +165,188 @@ def test_unpaired_data_for_a_paired_method_is_a_clear_error(tmp_path):
         load_splits(cfg, "paired")
 
 
-def test_missing_dataset_offline_names_the_dataset_and_the_fix():
+def test_missing_dataset_offline_names_the_dataset_and_the_fix(monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    # The libraries read HF_HUB_OFFLINE when first imported, which can be before the test session sets it.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     cfg = _hh_cfg("Anthropic/hh-rlhf")
     with pytest.raises(RecipeError, match="hh-rlhf.*dataset.path"):
         load_splits(cfg, "paired")
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _hh_rows(n: int) -> list[dict]:
+    return [
+        {
+            "chosen": f"\n\nHuman: Question {i}?\n\nAssistant: Answer {i}.",
+            "rejected": f"\n\nHuman: Question {i}?\n\nAssistant: No idea.",
+        }
+        for i in range(n)
+    ]
+
+
+def _prompts(ds) -> set[str]:
+    return {json.dumps(p) for p in ds["prompt"]}
+
+
+def test_one_file_of_a_hub_format_holds_out_prompts_instead_of_evaluating_on_train(tmp_path):
+    cfg = compose_config("dataset=hh-rlhf", f"dataset.path={_jsonl(tmp_path / 'hh.jsonl', _hh_rows(20))}")
+    train, test = load_splits(cfg.dataset, "paired")
+    assert (len(train), len(test)) == (18, 2)
+    assert _prompts(train).isdisjoint(_prompts(test))
+    again, _ = load_splits(cfg.dataset, "paired")
+    assert again["prompt"] == train["prompt"]  # the hold-out is seeded (dataset.split_seed)
+    other = compose_config("dataset=hh-rlhf", f"dataset.path={tmp_path / 'hh.jsonl'}", "dataset.split_seed=1")
+    assert _prompts(load_splits(other.dataset, "paired")[1]) != _prompts(test)
+
+
+def test_an_explicit_eval_split_sharing_prompts_is_a_warning_unless_allowed(hh_rlhf_copy, caplog):
+    with caplog.at_level(logging.WARNING):
+        load_splits(_hh_cfg(hh_rlhf_copy, data_dir="harmless-base"), "paired")
+    assert "dataset 'hh-rlhf': 2 of 2 eval rows have a prompt that is also in train" in caplog.text
+    assert "dataset.allow_eval_overlap=true" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_splits(_hh_cfg(hh_rlhf_copy, data_dir="harmless-base", allow_eval_overlap=True), "paired")
+    assert "also in train" not in caplog.text
+
+
+def test_a_copy_without_the_eval_split_holds_out_and_a_wrong_split_name_lists_the_splits(tmp_path):
+    _jsonl(tmp_path / "copy" / "data" / "train-00000-of-00001.jsonl", _hh_rows(10))
+    train, test = load_splits(_hh_cfg(tmp_path / "copy", eval_fraction=0.2, split_seed=0), "paired")
+    assert (len(train), len(test)) == (8, 2) and _prompts(train).isdisjoint(_prompts(test))
+    _jsonl(tmp_path / "copy" / "data" / "validation-00000-of-00001.jsonl", _hh_rows(3))
+    with pytest.raises(RecipeError, match=r"no split 'test'; its splits are (train, validation|validation, train)\. "):
+        load_splits(_hh_cfg(tmp_path / "copy"), "paired")
+    train, test = load_splits(_hh_cfg(tmp_path / "copy", eval_split="validation", allow_eval_overlap=True), "paired")
+    assert (len(train), len(test)) == (10, 3)
+
+
+USER = lambda text: {"role": "user", "content": text}  # noqa: E731
+BOT = lambda text: {"role": "assistant", "content": text}  # noqa: E731
+
+
+def _hub_copy(root: Path, splits: dict[str, list[dict]], ext: str = "parquet") -> Path:
+    """A local copy in the Hub's layout: data/<split>-00000-of-00001.<ext>."""
+    for split, rows in splits.items():
+        file = root / "data" / f"{split}-00000-of-00001.{ext}"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if ext == "parquet":
+            pd.DataFrame(rows).to_parquet(file)
+        else:
+            _jsonl(file, rows)
+    return root
+
+
+def test_hub_implicit_conversational_prompt_is_the_common_start_of_chosen_and_rejected(tmp_path):
+    rows = [
+        {
+            "good": [USER(f"Hi {i}"), BOT("Hello"), USER("Add 2+2"), BOT("4")],
+            "bad": [USER(f"Hi {i}"), BOT("Hello"), USER("Add 2+2"), BOT("5")],
+        }
+        for i in range(6)
+    ]
+    path = _hub_copy(tmp_path, {"train": rows, "test": rows[:1]})
+    cfg = compose_config(
+        "dataset=hub", f"dataset.path={path}", "dataset.columns.chosen=good", "dataset.columns.rejected=bad"
+    )
+    train, test = load_splits(cfg.dataset, "paired")
+    assert (len(train), len(test)) == (6, 1)
+    assert train[2] == {
+        "prompt": [USER("Hi 2"), BOT("Hello"), USER("Add 2+2")],
+        "chosen": [BOT("4")],
+        "rejected": [BOT("5")],
+    }
+    unpaired, _ = load_splits(cfg.dataset, "unpaired")
+    assert unpaired[0] == {"prompt": train[0]["prompt"], "completion": [BOT("4")], "label": True}
+
+
+def test_hub_plain_text_implicit_prompt_and_plain_prompt_beside_conversations_follow_trl(tmp_path):
+    from trl.data_utils import maybe_extract_prompt
+
+    plain = [{"chosen": f"The sky {i} is blue.", "rejected": f"The sky {i} is green."} for i in range(10)]
+    cfg = compose_config("dataset=hub", f"dataset.path={_jsonl(tmp_path / 'plain.jsonl', plain)}")
+    train, test = load_splits(cfg.dataset, "paired")
+    for row in list(train) + list(test):
+        i = row["prompt"].split()[2]
+        assert (
+            row
+            == maybe_extract_prompt(plain[int(i)])
+            == {
+                "prompt": f"The sky {i} is",
+                "chosen": " blue.",
+                "rejected": " green.",
+            }
+        )
+    # ultrafeedback_binarized's layout: a plain prompt column beside full conversations, so TRL extracts
+    ultra = [
+        {
+            "prompt": f"Name prime {i}",
+            "chosen": [USER(f"Name prime {i}"), BOT("7")],
+            "rejected": [USER(f"Name prime {i}"), BOT("8")],
+        }
+        for i in range(10)
+    ]
+    cfg = compose_config(
+        "dataset=hub", f"dataset.path={_hub_copy(tmp_path / 'uf', {'train': ultra}, 'jsonl')}", "dataset.split=train"
+    )
+    train, _ = load_splits(cfg.dataset, "paired")
+    assert train[0]["prompt"] == [USER(train[0]["prompt"][0]["content"])] and train[0]["chosen"] == [BOT("7")]
+
+
+def test_hub_unpaired_rows_with_a_mapping_train_kto_and_are_refused_for_dpo(tmp_path):
+    rows = [{"question": f"Q{i}", "answer": f"A{i}", "good": i % 2 == 0} for i in range(10)]
+    path = _hub_copy(tmp_path, {"train": rows})
+    columns = ["dataset.columns.prompt=question", "dataset.columns.completion=answer", "dataset.columns.label=good"]
+    cfg = compose_config("dataset=hub", f"dataset.path={path}", *columns)
+    train, test = load_splits(cfg.dataset, "unpaired")
+    assert (len(train), len(test)) == (9, 1)
+    assert {"prompt": "Q2", "completion": "A2", "label": True} in list(train) + list(test)
+    with pytest.raises(RecipeError, match="unpaired.*method=kto"):
+        load_splits(cfg.dataset, "paired")
+
+
+def test_hub_dataset_without_the_named_columns_says_which_and_how_to_map_them(tmp_path):
+    path = _hub_copy(tmp_path / "org-name", {"train": [{"question": "Q", "best": "a", "worst": "b"}]})
+    cfg = compose_config("dataset=hub", f"dataset.path={path}", "dataset.columns.chosen=best")
+    with pytest.raises(
+        RecipeError,
+        match=r"dataset 'hub' \(.*org-name, split 'train'\): missing column 'rejected' \(field rejected\); its columns "
+        r"are question, best, worst\. Map yours with dataset\.columns\.rejected=<your column>",
+    ):
+        load_splits(cfg.dataset, "paired")
+    with pytest.raises(RecipeError, match="dataset .hub. needs dataset.path="):
+        load_splits(compose_config("dataset=hub").dataset, "paired")
+
+
+def test_hub_rows_that_cannot_be_used_are_skipped_up_to_max_dropped_fraction(tmp_path, caplog):
+    rows = [{"prompt": f"Q{i}", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(19)]
+    rows.append({"prompt": "Q", "chosen": "", "rejected": "b"})
+    cfg = compose_config("dataset=hub", f"dataset.path={_jsonl(tmp_path / 'p.jsonl', rows)}")
+    with caplog.at_level(logging.WARNING):
+        train, test = load_splits(cfg.dataset, "paired")
+    assert len(train) + len(test) == 19
+    assert "skipped 1 of 20 rows that cannot be used" in caplog.text and "row 20: 'chosen' is empty" in caplog.text
+    cfg.dataset.max_dropped_fraction = 0.01
+    with pytest.raises(RecipeError, match=r"1 of 20 rows cannot be used, more than dataset.max_dropped_fraction=0.01"):
+        load_splits(cfg.dataset, "paired")
+
+
+def test_a_local_eval_path_sharing_prompts_is_warned_about(tmp_path, caplog):
+    rows = [{"prompt": f"Q{i}", "chosen": "a", "rejected": "b"} for i in range(4)]
+    cfg = compose_config(
+        "dataset=local",
+        f"dataset.path={_jsonl(tmp_path / 'train.jsonl', rows)}",
+        f"dataset.eval_path={_jsonl(tmp_path / 'eval.jsonl', rows[:3] + [{'prompt': 'new', 'chosen': 'a', 'rejected': 'b'}])}",
+    )
+    with caplog.at_level(logging.WARNING):
+        load_splits(cfg.dataset, "paired")
+    assert "dataset 'local': 3 of 4 eval rows have a prompt that is also in train" in caplog.text

@@ -111,6 +111,12 @@ def test_load_run_says_what_is_missing(tmp_path):
         load_run(tmp_path)
 
 
+def test_a_forced_rewrite_keeps_the_harness_section(tmp_path):
+    write_eval(tmp_path, {"first": 1, "harness": {"sums": {"acc": 0.5}}})
+    write_eval(tmp_path, {"second": 2}, force=True)
+    assert json.loads((tmp_path / "eval.json").read_text()) == {"second": 2, "harness": {"sums": {"acc": 0.5}}}
+
+
 def test_eval_json_is_never_overwritten_without_force(tmp_path):
     write_eval(tmp_path, {"first": 1})
     with pytest.raises(RecipeError, match="eval.json exists: pass --force"):
