@@ -66,9 +66,9 @@ def reference_model_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(spec)
 
 
-def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=None, model_class: str = "causal_lm"):
-    """(policy, ref_model, peft_config) for the recipe's trainer, as `setup.reference` says; `model_class` is the
-    recipe's (a reward model trains without a reference).
+def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=None):
+    """(policy, ref_model, peft_config) for the recipe's trainer, as `setup.reference` says; the policy is loaded
+    as `setup.model_class` (a reward model trains without a reference).
 
     ref_model is None where TRL needs no second model: the base with the adapter disabled, a frozen 'ref' copy of
     the SFT adapter inside the policy, log-probs computed before training, or a method without a reference.
@@ -76,7 +76,7 @@ def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=
     seed = cfg.train.seed
     if setup.reference == "model":
         check_available(reference_model_config(cfg))  # fail before the policy loads, not after
-    model = load_model(cfg.model, setup.precision, quant_config, seed=seed, model_class=model_class)
+    model = load_model(cfg.model, setup.precision, quant_config, seed=seed, model_class=setup.model_class)
     if setup.reference == "sft_adapter":
         log.info("policy and reference start from the SFT adapter %s (its own r and targets)", setup.sft_adapter_path)
         model = load_sft_adapter(model, setup.sft_adapter_path)
@@ -86,7 +86,7 @@ def build_policy_and_reference(cfg: DictConfig, setup: ModelSetup, quant_config=
             ref_model = load_sft_adapter(base, setup.sft_adapter_path, trainable=False).merge_and_unload()
             ref_model.requires_grad_(False)
         return model, ref_model, None  # no peft_config: TRL refuses one next to a PeftModel
-    peft_config = lora_config(cfg.peft, model_class)
+    peft_config = lora_config(cfg.peft, setup.model_class)
     if setup.reference == "model":
         ref_model = load_model(reference_model_config(cfg), setup.precision, quant_config, seed=seed)
         _check_same_vocabulary(model, ref_model, setup.ref_path)

@@ -64,6 +64,9 @@ class _EarlyRecords(logging.Handler):
 
 
 _early: _EarlyRecords | None = None
+# Whether train.log held an earlier run's lines when this process started logging into it (dry_run keeps such a
+# directory); what this process replays there from its imports does not count.
+log_had_lines_before_this_run = False
 if not logging.getLogger().handlers:
     # Without a handler Python prints these to stderr ("Failed to load CPU gemm_4bit_forward ..." at every start).
     _early = _EarlyRecords()
@@ -75,6 +78,11 @@ def setup(cfg: DictConfig) -> None:
     global _early
     verbose = bool(cfg.get("verbose", False))
     root = logging.getLogger()
+    global log_had_lines_before_this_run
+    log_had_lines_before_this_run = any(
+        isinstance(h, logging.FileHandler) and Path(h.baseFilename).is_file() and Path(h.baseFilename).stat().st_size
+        for h in root.handlers
+    )
     if _early is not None:
         root.removeHandler(_early)
         for record in _early.records:

@@ -401,9 +401,10 @@ def dry_run(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def _hydra_only(run_dir: Path) -> bool:
-    log_file = run_dir / "train.log"
+    from prefopt import console
+
     names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    return names <= {".hydra", "train.log"} and (not log_file.exists() or log_file.stat().st_size == 0)
+    return names <= {".hydra", "train.log"} and not console.log_had_lines_before_this_run
 
 
 def _remove_empty_parents(run_dir: Path) -> None:

@@ -1,5 +1,5 @@
-"""One answer to "which models does this run hold, in what form": policy, reference, adapters, quantization,
-precision and process count, resolved once from the composed config and the recipe.
+"""One answer to "which models does this run hold, in what form": policy (and its model class), reference,
+adapters, quantization, precision and process count, resolved once from the composed config and the recipe.
 
 Loading (prefopt.adapters), the memory estimate (prefopt.memory), validation, evaluation and the TRL arguments
 (prefopt.trl_args) all read the ModelSetup; none of them looks at cfg.ref, cfg.peft or the device again to decide.
@@ -47,6 +47,7 @@ class ModelSetup:
     """
 
     method: str
+    model_class: str  # causal_lm (a policy) or sequence_classification (a reward model): Recipe.model_class
     precision: str  # fp32, bf16, fp16: by device unless set
     use_cpu: bool
     peft: str  # none, lora, qlora
@@ -94,6 +95,7 @@ def resolve_model_setup(cfg: DictConfig, recipe: Recipe) -> ModelSetup:
         reference = "adapter_disabled"
     return ModelSetup(
         method=cfg.method.name,
+        model_class=recipe.model_class,
         precision=pick_precision(cfg.precision),
         use_cpu=not torch.cuda.is_available(),
         peft=peft,

@@ -69,7 +69,7 @@ def _train(cfg: DictConfig, run_dir: Path, recipe, setup, started: float) -> dic
 
     tokenizer = load_tokenizer(cfg.model)
     quant_config = quantization_config(cfg.peft, setup.precision)
-    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config, recipe.model_class)
+    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config)
     train_data, eval_data = load_splits(cfg.dataset, recipe.data_format)
     log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.data_format)
     log_summary(train_data, eval_data, tokenizer, cfg.train.max_length)

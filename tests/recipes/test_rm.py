@@ -44,7 +44,7 @@ def test_the_recipe_loads_a_one_score_classifier_without_a_reference():
     recipe, setup = recipe_and_setup(cfg)
     assert recipe.trains_reward_model and setup.reference == "none"
     assert isinstance(recipe.build_config(cfg, setup), RewardConfig)
-    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, None, recipe.model_class)
+    model, ref_model, peft_config = build_policy_and_reference(cfg, setup)
     assert isinstance(model, LlamaForSequenceClassification) and ref_model is None
     assert (model.config.num_labels, model.config.pad_token_id) == (1, cfg.model.init_config.pad_token_id)
     assert peft_config.task_type == "SEQ_CLS"  # peft then trains and saves the new score head in full

@@ -97,7 +97,7 @@ def without_timings(result):
         key: without_timings(value)
         for key, value in result.items()
         if key not in ("method", "written_by", "wall_time_s", "timing_s")
-        and not key.endswith(("_runtime", "_per_second"))
+        and not key.endswith(("_runtime", "_per_second", "_time"))
     }
 
 

@@ -30,3 +30,10 @@ def test_dry_run_that_fits_nowhere_fails_and_leaves_an_existing_directory_alone(
     output = result.stdout + result.stderr
     assert "does not fit in 22 GiB" in output and "peft=lora or peft=qlora" in output
     assert json.loads((run_dir / "metrics.json").read_text()) == {"mine": 1}
+
+
+def test_dry_run_keeps_a_directory_whose_log_holds_an_earlier_run(run_dir):
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.log").write_text("[earlier run] its lines\n")
+    run_train("model=llama3-8b", "peft=lora", "hardware=40gb", "dry_run=true", f"hydra.run.dir={run_dir}")
+    assert (run_dir / "train.log").read_text().startswith("[earlier run] its lines\n")
