@@ -13,7 +13,6 @@ relative link must reach a file and, with `#anchor`, one of its headings.
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import re
 import shlex
@@ -240,16 +239,13 @@ def compose_and_validate(overrides: tuple[str, ...], config: str = "train") -> N
     if config != "train":
         compose_plain(*overrides, config_name=config)
         return
+    from prefopt.model_setup import resolve_model_setup
     from prefopt.recipe import load_recipe
     from prefopt.validation import problems
 
     cfg = compose_config(*overrides)
-    args = [cfg, load_recipe(cfg.method.recipe)]
-    if "setup" in inspect.signature(problems).parameters:  # what the run holds, decided once before validation
-        from prefopt.model_setup import resolve_model_setup
-
-        args.append(resolve_model_setup(*args))
-    found = [p for p in problems(*args) if not PLACEHOLDER_PATH.search(p)]
+    recipe = load_recipe(cfg.method.recipe)
+    found = [p for p in problems(cfg, recipe, resolve_model_setup(cfg, recipe)) if not PLACEHOLDER_PATH.search(p)]
     if found:
         raise DocError("invalid config: " + "; ".join(found))
 

@@ -58,7 +58,35 @@ def new_recipe(root, *args) -> subprocess.CompletedProcess:
     )
 
 
-def test_copied_recipe_trains_with_no_further_wiring(repo, tmp_path):
+def without_timings(result):
+    """A metrics.json or eval.json without what differs between identical runs: the method's name and the clock."""
+    if not isinstance(result, dict):
+        return result
+    return {
+        key: without_timings(value)
+        for key, value in result.items()
+        if key not in ("method", "written_by", "wall_time_s", "timing_s")
+        and not key.endswith(("_runtime", "_per_second", "_time"))
+    }
+
+
+HEALTH_RULES = """
+import sys
+from pathlib import Path
+import prefopt.config
+from prefopt.config import compose_config
+prefopt.config.CONF = Path("conf").resolve()  # the copy's conf/, where my_dpo.yaml is
+from prefopt.health import health_callbacks
+from prefopt.recipe import load_recipe
+for method in sys.argv[1:]:
+    cfg = compose_config(f"method={method}")
+    (monitor,) = health_callbacks(cfg, load_recipe(cfg.method.recipe))
+    print(method, monitor.loss_at_start, monitor.rewards_are_log_ratios, monitor.thresholds)
+"""
+
+
+def test_a_copy_trains_and_evaluates_exactly_as_its_original_and_gets_its_health_rules(repo, tmp_path):
+    """`make new-recipe` then `make train-my_dpo`: nothing else to wire, and the library treats the copy as the original."""
     result = new_recipe(repo, "dpo", "my_dpo")
     assert result.returncode == 0, result.stderr
     assert "make train-my_dpo" in result.stdout
@@ -80,42 +108,12 @@ def test_copied_recipe_trains_with_no_further_wiring(repo, tmp_path):
     (repo / "recipes" / "my_dpo.py").write_text(
         copied + f"\nimport pathlib as _pathlib\n_pathlib.Path({str(marker)!r}).touch()\n"
     )
-    run_dir = tmp_path / "run"
-    metrics, _ = train_in_copy(repo, "my_dpo", run_dir)
-    assert (metrics["method"], metrics["status"], metrics["beta"]) == ("my_dpo", "completed", 0.1)
-    assert metrics["eval_loss"] < metrics["before_training"]["eval_loss"]
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["method"]["recipe"] == "recipes.my_dpo"
-    assert marker.exists()
-    assert not (REPO / "recipes" / "my_dpo.py").exists() and not (REPO / "conf" / "method" / "my_dpo.yaml").exists()
-
-
-def without_timings(result):
-    """A metrics.json or eval.json without what differs between identical runs: the method's name and the clock."""
-    if not isinstance(result, dict):
-        return result
-    return {
-        key: without_timings(value)
-        for key, value in result.items()
-        if key not in ("method", "written_by", "wall_time_s", "timing_s")
-        and not key.endswith(("_runtime", "_per_second", "_time"))
-    }
-
-
-HEALTH_RULES = """
-import sys
-from prefopt.config import compose_config
-from prefopt.health import health_callbacks
-from prefopt.recipe import load_recipe
-for method in sys.argv[1:]:
-    cfg = compose_config(f"method={method}")
-    (monitor,) = health_callbacks(cfg, load_recipe(cfg.method.recipe))
-    print(method, monitor.loss_at_start, monitor.rewards_are_log_ratios, monitor.thresholds)
-"""
-
-
-def test_a_copy_trains_and_evaluates_exactly_as_its_original_and_gets_its_health_rules(repo, tmp_path):
-    assert new_recipe(repo, "dpo", "my_dpo").returncode == 0
     original, copy = (train_in_copy(repo, method, tmp_path / method) for method in ("dpo", "my_dpo"))
+    assert marker.exists()
+    assert (copy[0]["method"], copy[0]["status"], copy[0]["beta"]) == ("my_dpo", "completed", 0.1)
+    assert copy[0]["eval_loss"] < copy[0]["before_training"]["eval_loss"]
+    assert yaml.safe_load((tmp_path / "my_dpo" / "config.yaml").read_text())["method"]["recipe"] == "recipes.my_dpo"
+    assert not (REPO / "recipes" / "my_dpo.py").exists() and not (REPO / "conf" / "method" / "my_dpo.yaml").exists()
     for ours, theirs in zip(original, copy):
         assert without_timings(ours) == without_timings(theirs)
     assert original[1]["pairs"]["source"] == copy[1]["pairs"]["source"] == "trl (metrics.json)"

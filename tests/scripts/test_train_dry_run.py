@@ -32,8 +32,15 @@ def test_dry_run_that_fits_nowhere_fails_and_leaves_an_existing_directory_alone(
     assert json.loads((run_dir / "metrics.json").read_text()) == {"mine": 1}
 
 
-def test_dry_run_keeps_a_directory_whose_log_holds_an_earlier_run(run_dir):
-    run_dir.mkdir(parents=True)
-    (run_dir / "train.log").write_text("[earlier run] its lines\n")
-    run_train("model=llama3-8b", "peft=lora", "hardware=40gb", "dry_run=true", f"hydra.run.dir={run_dir}")
-    assert (run_dir / "train.log").read_text().startswith("[earlier run] its lines\n")
+def test_dry_run_keeps_a_directory_whose_log_holds_an_earlier_run(tmp_path, monkeypatch):
+    from prefopt import console, memory
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "train.log").write_text("this process's own import lines\n")
+    monkeypatch.setattr(console, "log_had_lines_before_this_run", False)
+    assert memory._hydra_only(tmp_path)  # only what this job wrote: removed after the dry run
+    monkeypatch.setattr(console, "log_had_lines_before_this_run", True)
+    assert not memory._hydra_only(tmp_path)  # an earlier run's log: kept
+    (tmp_path / "config.yaml").write_text("{}")
+    monkeypatch.setattr(console, "log_had_lines_before_this_run", False)
+    assert not memory._hydra_only(tmp_path)
