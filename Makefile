@@ -123,8 +123,9 @@ format: $(STAMP) ## ruff format and the fixes ruff check can make
 	$(VENV)/bin/ruff check --fix $(LINTED)
 	$(VENV)/bin/ruff format $(LINTED)
 
+# One pytest worker per core (pytest-xdist): most tests wait on a training subprocess of their own.
 test: lint ## lint, then the fast tests (tiny random model), under 10 minutes on 2 cores
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -m "not slow" -n auto $(ARGS)
 
 test-slow: $(STAMP) ## slow tests: the embedded SmolLM2 model end to end, kill-and-resume, determinism
 	$(PY) -m pytest -m slow $(ARGS)

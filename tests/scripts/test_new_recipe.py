@@ -120,7 +120,8 @@ def test_a_copy_trains_and_evaluates_exactly_as_its_original_and_gets_its_health
 
     rules = in_copy(repo, sys.executable, "-c", HEALTH_RULES, "dpo", "my_dpo")
     assert rules.returncode == 0, rules.stderr[-2000:]
-    dpo_rules, copy_rules = (line.split(" ", 1)[1] for line in rules.stdout.splitlines())
+    printed = dict(line.split(" ", 1) for line in rules.stdout.splitlines() if line.startswith(("dpo ", "my_dpo ")))
+    dpo_rules, copy_rules = printed["dpo"], printed["my_dpo"]
     assert dpo_rules == copy_rules and dpo_rules.startswith("0.693147")
 
 
