@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,18 @@ def run_train(*overrides: str, check: bool = True, env: dict | None = None) -> s
             f"train.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
         )
     return result
+
+
+def offline_wandb_data(run_dir: Path, needles: tuple[bytes, ...], timeout_s: float = 30) -> bytes:
+    """The run's one offline W&B file, once it holds every needle (or the timeout passes): W&B's service process
+    may finish writing it after wandb.finish() returns on a busy machine."""
+    (offline,) = (Path(run_dir) / "wandb").glob("offline-run-*")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = next(offline.glob("*.wandb")).read_bytes()
+        if all(needle in data for needle in needles) or time.monotonic() > deadline:
+            return data
+        time.sleep(0.2)
 
 
 def read_run(run_dir: Path) -> tuple[dict, dict]:

@@ -3,11 +3,10 @@ local tasks of tests/data/harness_tasks: eval.json gains a harness section and k
 bad input stops before any model loads."""
 
 import json
-import time
 
 import pytest
 
-from tests.conftest import REPO, load_script
+from tests.conftest import REPO, load_script, offline_wandb_data
 from tests.prefopt.evaluation.test_runs import fake_lora_run
 
 TASKS = "tests/data/harness_tasks"
@@ -43,14 +42,8 @@ def test_json_output_is_the_harness_section_and_eval_json_keeps_its_other_sectio
     choice = harness["sums_choice"]["metrics"]["acc,none"]
     assert choice["policy"] != choice["reference"]
 
-    (offline,) = (run / "wandb").glob("offline-run-*")
     needles = (b"eval/harness/sums_choice/acc,none/policy", b"eval/harness/table", b"eval-harness")
-    # W&B's service process may finish writing the offline file after wandb.finish() returns on a busy machine.
-    deadline = time.monotonic() + 30
-    while not all(needle in (data := next(offline.glob("*.wandb")).read_bytes()) for needle in needles):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    data = offline_wandb_data(run, needles)
     for needle in needles:
         assert needle in data, needle
 

@@ -1,9 +1,8 @@
 """scripts/evaluate.py on run directories as train.py leaves them (tiny model, LoRA adapter moved off zero)."""
 
 import json
-import time
 
-from tests.conftest import load_script
+from tests.conftest import load_script, offline_wandb_data
 from tests.prefopt.evaluation.test_runs import fake_lora_run
 
 QUICK = ["eval_generation.max_prompts=6", "eval_generation.max_new_tokens=6", "dataset.num_eval=8"]
@@ -23,14 +22,8 @@ def test_json_output_equals_eval_json_and_wandb_gets_an_eval_run(tmp_path, capsy
     assert generation["wins"] + generation["losses"] + generation["ties"] == 6
     assert generation["kl_policy_reference"] != 0.0  # the adapter moved the policy away from the reference
 
-    (offline,) = (run / "wandb").glob("offline-run-*")
     needles = (b"eval/generation/samples", b"eval/pairs/reward_accuracy", b"dpo-tiny-random-beta0.1")
-    # W&B's service process writes the offline file after wandb.finish() returns: give it a moment on a busy machine.
-    deadline = time.monotonic() + 30
-    while not all(needle in (data := next(offline.glob("*.wandb")).read_bytes()) for needle in needles):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    data = offline_wandb_data(run, needles)
     for needle in needles:
         assert needle in data, needle
 
