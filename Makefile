@@ -45,8 +45,24 @@ LAUNCH = $(if $(launcher),RECIPES_RUN_STAMP=$(shell date +%Y-%m-%d_%H-%M-%S) $(V
 train: $(STAMP) ## train what the config and ARGS say, e.g. an experiment: train ARGS="experiment=llama3-8b-orpo"
 	$(LAUNCH) scripts/train.py $(GROUP_OVERRIDES) $(ARGS)
 
-train-%: $(STAMP) ## train a method: train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo, train-rm [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
+train-%: $(STAMP) ## train a method: train-sft, train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo, train-rm [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
 	$(LAUNCH) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
+
+# SFT, then a preference method starting from that model and measured against it (alignment-handbook's Zephyr order):
+# two runs in one stamped directory, <dir>/sft and <dir>/<method>. model= dataset= peft= logger= hardware= go to both
+# stages, SFT_ARGS to the SFT stage only, ARGS to the second only (docs/methods.md).
+SFT_ARGS ?=
+SFT_THEN = $(PY) scripts/train_sft_then.py $(1) $(GROUP_OVERRIDES) $(if $(SFT_ARGS),--sft-args $(SFT_ARGS)) \
+	$(if $(ARGS),--args $(ARGS)) \
+	$(if $(launcher),--launch "$(VENV)/bin/accelerate launch --config_file conf/launcher/$(launcher).yaml \
+	$(if $(gpus),--num_processes $(gpus)) $(ACCELERATE_ARGS)")
+.PHONY: train-sft-dpo train-sft-then
+
+train-sft-dpo: $(STAMP) ## SFT, then DPO from and against it [model= dataset= peft= logger= hardware= launcher= SFT_ARGS= ARGS=]
+	$(call SFT_THEN,dpo)
+
+train-sft-then: $(STAMP) ## SFT, then method= (dpo, ipo, kto) from and against it [method=dpo SFT_ARGS= ARGS= ...]
+	$(call SFT_THEN,$(method))
 
 # A beta sweep: one Hydra multirun job per value (per value and seed with seeds=1,2,3), then summary.csv/.md/.png
 # in the sweep directory.
@@ -72,14 +88,20 @@ new-recipe: $(STAMP) ## copy a recipe to edit: new-recipe from=dpo name=my_dpo [
 recipes: $(STAMP) ## list the methods (with their recipe module) and the experiments
 	$(PY) scripts/new_recipe.py --list
 
+# Online DPO: rounds of sampling the current policy, pairing best with worst by the verifier, training DPO on them.
+.PHONY: train-online-dpo
+
+train-online-dpo: $(STAMP) ## online DPO with the verifier, round by round [model= dataset= peft= logger= ARGS="online.rounds=5"]
+	$(PY) scripts/online_dpo.py $(GROUP_OVERRIDES) $(ARGS)
+
 # Data tools: the pre-flight report takes train.py's overrides; pairs takes conf/make_pairs.yaml's.
 .PHONY: check-data pairs
 
 check-data: $(STAMP) ## data report before training [dataset= model= method= ARGS="dataset.path=... train.max_length=... --json"]
 	$(PY) scripts/check_data.py method=$(method) $(GROUP_OVERRIDES) $(ARGS)
 
-pairs: $(STAMP) ## best-of-N pairs into outputs/pairs.jsonl [model= ARGS="num_prompts=128 reward.model=... output=... --force"]
-	$(PY) scripts/make_pairs.py $(if $(model),model=$(model)) $(ARGS)
+pairs: $(STAMP) ## best-of-N pairs into outputs/pairs.jsonl [model= or run=<run dir> ARGS="num_prompts=128 reward.model=... --force"]
+	$(PY) scripts/make_pairs.py $(if $(model),model=$(model)) $(if $(run),run=$(run)) $(ARGS)
 
 # Evaluation: a trained run against its reference (eval.json), methods side by side, a sweep's reward-KL frontier.
 run ?=
@@ -100,8 +122,8 @@ eval-harness: $(STAMP) ## harness tasks on a run: eval-harness run=<run dir> tas
 	$(if $(tasks),,$(error give the tasks: make eval-harness run=$(run) tasks=ifeval,gsm8k or tasks=my_tasks/task.yaml))
 	$(PY) scripts/eval_harness.py $(run) --tasks $(tasks) $(if $(limit),--limit $(limit)) $(ARGS)
 
-compare-methods: $(STAMP) ## train dpo, dpo+sft, ipo, kto, orpo, simpo with one budget; compare.md/.png [model= ARGS=]
-	$(PY) scripts/compare_methods.py $(GROUP_OVERRIDES) $(ARGS)
+compare-methods: $(STAMP) ## every method on one budget, per seed, then compare.md/.csv/.png [seeds=1,2,3 model= ARGS="--methods dpo,orpo"]
+	$(PY) scripts/compare_methods.py $(GROUP_OVERRIDES) $(if $(seeds),--seeds $(seeds)) $(ARGS)
 
 frontier: $(STAMP) ## pass rate against KL for each run of a sweep: frontier sweep=<sweep dir> -> frontier.png/.csv
 	$(if $(sweep),,$(error give the sweep directory: make frontier sweep=multirun/dpo/<model>/<time>))
@@ -138,3 +160,6 @@ merge: $(STAMP) ## merge a run's LoRA adapter into the base: merge run=<run dir>
 
 bench-ref-cache: $(STAMP) ## 4-point beta sweep reusing reference log-probs vs 4 independent runs (~10 min on 2 cores)
 	$(PY) bench/ref_cache.py $(ARGS)
+
+bench-generation: $(STAMP) ## answers/s, one prompt at a time vs batched generation (~3 min on 2 cores) [model= ARGS="--prompts 8 --json"]
+	$(PY) bench/generation.py $(if $(model),--model $(model)) $(ARGS)

@@ -42,9 +42,10 @@ class TrainingHealthMonitor(TrainerCallback):
     """Reads every `on_log` (train and eval) and applies the rules below.
 
     `loss_at_start` is the loss of a policy equal to its reference (ln 2 for DPO's sigmoid loss); None turns
-    the stuck-loss rule off for losses that start elsewhere (IPO, KTO, ORPO, DPO+SFT).
+    the stuck-loss rule off for losses that start elsewhere (IPO, KTO, ORPO, DPO+SFT, SFT).
     `rewards_are_log_ratios` is False for reference-free methods (ORPO, SimPO, CPO), whose "rewards" are
-    scaled log-probabilities that are always negative: the falling-rewards rule does not apply to them.
+    scaled log-probabilities that are always negative: the falling-rewards rule does not apply to them (nor to SFT,
+    which logs no rewards).
     """
 
     def __init__(

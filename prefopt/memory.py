@@ -13,13 +13,13 @@ What is counted, per device, at the peak of a step (the backward pass, once the 
   moments: 16 bytes per adapter parameter); QLoRA: TRL casts them to bf16 (8 bytes).
 - reference: a frozen second copy of the weights for peft=none with ref=base, for ref=model (assumed the policy's
   size) and under data parallelism; nothing for LoRA (the base with the adapter disabled), for ref=precomputed
-  (log-probs computed before training) and for methods without one (ORPO, SimPO, CPO).
+  (log-probs computed before training) and for methods without one (ORPO, SimPO, CPO, SFT).
 - activations of rows x max_length tokens per micro-batch (paired methods run chosen and rejected: 2 rows per
-  example; KTO 1). Per token and layer ~(10 h + 4 i + 2 kv) values are kept (norm inputs in fp32, q/k/v and the
+  example; KTO and SFT 1). Per token and layer ~(10 h + 4 i + 2 kv) values are kept (norm inputs in fp32, q/k/v and the
   attention output, SwiGLU's four intermediate-sized tensors); with checkpointing only each layer's input plus one
   layer in full while it is recomputed; plus a few hidden-sized tensors outside the layers. fp32 adapters over bf16
-  activations add the layer in flight's inputs cast to fp32. TRL's DPOTrainer and KTOTrainer compute log-probs in
-  chunks and never hold the logits; other trainers (ORPO, CPO/SimPO) hold them with their fp32 log-softmax.
+  activations add the layer in flight's inputs cast to fp32. TRL's DPOTrainer, KTOTrainer and SFTTrainer compute log-probs
+  in chunks and never hold the logits; other trainers (ORPO, CPO/SimPO) hold them with their fp32 log-softmax.
 
 Calibrated: LAYER_FACTOR and EXTRA_HIDDEN are fitted to torch.cuda.max_memory_allocated of plain TRL 1.16 /
 transformers 5.24 DPO on a random-init Llama-3-8B shape, LoRA r16 all-linear, bf16, 4 pairs x 2 x 1024 tokens:

@@ -35,7 +35,7 @@ class ModelSetup:
     """The models of one run.
 
     reference:
-      none              the method trains without one (ORPO, SimPO, CPO);
+      none              the method trains without one (ORPO, SimPO, CPO, SFT, a reward model);
       adapter_disabled  LoRA/QLoRA in one process: the base with the adapter switched off, no second model;
       copy              a frozen second copy of the starting weights (peft=none, or several processes, where TRL's
                         adapter switching toggles requires_grad on the trained adapter and silently stops DDP's

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from prefopt.model_setup import ModelSetup
 
-DataFormat = Literal["paired", "unpaired"]
-DATA_FORMATS = ("paired", "unpaired")  # prompt/chosen/rejected; prompt/completion/label
+DataFormat = Literal["paired", "unpaired", "sft"]
+DATA_FORMATS = ("paired", "unpaired", "sft")  # prompt/chosen/rejected; prompt/completion/label; prompt/completion
 ModelClass = Literal["causal_lm", "sequence_classification"]
 MODEL_CLASSES = ("causal_lm", "sequence_classification")  # a policy; a reward model (one score per text)
 
@@ -61,7 +61,8 @@ class Recipe:
         section, every key checked against its fields.
     build_trainer: (cfg, *, args, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks)
         -> the TRL trainer. `ref_model` is None where TRL needs no second model (see prefopt.model_setup).
-    data_format: "paired" or "unpaired" (KTO); paired data is unpaired for an unpaired recipe.
+    data_format: "paired", "unpaired" (KTO) or "sft" (prompt, completion: supervised fine-tuning); paired data is
+        unpaired for an unpaired recipe, and its prompt + chosen for an SFT recipe.
     uses_reference: trains against a reference model; its rewards are then beta * log(policy / reference).
     loss_at_start: the training loss while the policy equals its reference, or None when that depends on the data;
         the health monitor warns when the loss stays there.

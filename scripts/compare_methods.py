@@ -1,19 +1,24 @@
-"""Train several methods with one budget and compare them: `python scripts/compare_methods.py [overrides]`.
+"""Train several methods with one budget and seeds, and compare them: `python scripts/compare_methods.py [overrides]`.
 
-`make compare-methods [model= dataset= peft= logger=] ARGS="train.max_steps=60 --methods dpo,orpo"`. Runs
-scripts/train.py once per method (same overrides, so the same steps, batch, learning rate and data) into
-<out>/<method>/, then writes compare.md and compare.png to <out> (default outputs/compare/<time>). Each row comes
-from the run's eval.json (held-out pass rates, implicit reward accuracy, KL, length) and metrics.json (wall time).
+`make compare-methods [model= dataset= peft= logger=] ARGS="--seeds 1,2,3 --methods dpo,orpo train.max_steps=60"`.
+Runs each method once per seed (same overrides, so the same steps, batch, learning rate and data) into
+<out>/<method>/seed-<seed>/, then writes compare.md, compare.csv (one row per run) and compare.png to <out> (default
+outputs/compare/<time>). Every number comes from the runs' eval.json and metrics.json: held-out pass rate and
+right-content rate (the right answer in any format) before and after, overall and per kind, reward accuracy, KL and
+wall time; over seeds, the mean and its standard error. Choose settings with `dataset.eval_split=validation`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefopt import reports
@@ -21,126 +26,220 @@ from prefopt.errors import RecipeError
 from prefopt.run_files import EVAL_FILE, METRICS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-# label -> the overrides that select it; SimPO joins when its config exists.
+
+
+@dataclass(frozen=True)
+class Method:
+    """How to train one compared method: a script, the overrides that select the method, and (for multi-stage
+    recipes) the stage subfolders of its run directory, first to last: "before" is read from the first stage's
+    reference, "after" from the last stage's policy, wall time is summed over stages."""
+
+    script: str
+    overrides: tuple[str, ...]
+    stages: tuple[str, ...] = ()
+    config: str = ""  # conf/ file that must exist for the method to be offered
+
+    def command(self, run_dir: Path, shared: list[str]) -> list[str]:
+        return [sys.executable, str(REPO / self.script), *self.overrides, *shared, f"hydra.run.dir={run_dir}"]
+
+    def stage_dirs(self, run_dir: Path) -> list[Path]:
+        return [run_dir / stage for stage in self.stages] or [run_dir]
+
+
 METHODS = {
-    "dpo": ["method=dpo"],
-    "dpo+sft": ["method=dpo", "method.loss_type=[sigmoid,sft]"],
-    "ipo": ["method=ipo"],
-    "kto": ["method=kto"],
-    "orpo": ["method=orpo"],
-    "simpo": ["method=simpo"],
+    "dpo": Method("scripts/train.py", ("method=dpo",), config="method/dpo.yaml"),
+    "dpo+sft": Method("scripts/train.py", ("method=dpo", "method.loss_type=[sigmoid,sft]"), config="method/dpo.yaml"),
+    "ipo": Method("scripts/train.py", ("method=ipo",), config="method/ipo.yaml"),
+    "kto": Method("scripts/train.py", ("method=kto",), config="method/kto.yaml"),
+    "orpo": Method("scripts/train.py", ("method=orpo",), config="method/orpo.yaml"),
+    "simpo": Method("scripts/train.py", ("method=simpo",), config="method/simpo.yaml"),
 }
-COLUMNS = [  # (key, header)
+SUMMARY = [  # (key, header): one row per method, mean +- standard error over seeds
     ("method", "method"),
-    ("beta", "beta"),
-    ("status", "status"),
+    ("seeds", "seeds"),
     ("pass_before", "pass rate before"),
     ("pass_after", "pass rate after"),
+    ("content_before", "right content before"),
+    ("content_after", "right content after"),
     ("reward_accuracy", "reward accuracy"),
     ("kl", "KL to reference"),
-    ("mean_length", "mean length (chars)"),
     ("wall_time_s", "wall time (s)"),
 ]
+NUMBERS = [key for key, _ in SUMMARY[2:]]
 
 
 def available_methods() -> list[str]:
-    return [
-        label
-        for label, overrides in METHODS.items()
-        if (REPO / "conf" / "method" / f"{overrides[0].split('=')[1]}.yaml").is_file()
-    ]
+    return [label for label, method in METHODS.items() if (REPO / "conf" / method.config).is_file()]
 
 
 def run_dir_name(label: str) -> str:
     return label.replace("+", "-")
 
 
-def train_one(label: str, overrides: list[str], out: Path) -> Path:
-    """One scripts/train.py run; its console output goes to <out>/<method>.log."""
-    run_dir = out / run_dir_name(label)
-    command = [
-        sys.executable,
-        str(REPO / "scripts" / "train.py"),
-        *METHODS[label],
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-    ]
-    with (out / f"{run_dir_name(label)}.log").open("w") as console:
+def train_one(label: str, seed: int, shared: list[str], out: Path) -> Path:
+    """One run of `label` with train.seed=`seed`; its console output goes to <out>/<method>/seed-<seed>.log."""
+    run_dir = out / run_dir_name(label) / f"seed-{seed}"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = METHODS[label].command(run_dir, [*shared, f"train.seed={seed}"])
+    with run_dir.with_suffix(".log").open("w") as console:
         subprocess.run(command, cwd=REPO, stdout=console, stderr=subprocess.STDOUT, env={**os.environ}, check=False)
     return run_dir
 
 
-def read_row(label: str, run_dir: Path) -> dict:
-    """The table row of one run, straight from its metrics.json and eval.json (None where absent or unreadable)."""
-    metrics, evaluation = reports.read_json(run_dir / METRICS_FILE), reports.read_json(run_dir / EVAL_FILE)
-    status = (metrics or {}).get("status", "failed")
-    error = (metrics or {}).get("error")
-    if metrics is None:
-        error = f"no {METRICS_FILE}: see {run_dir.parent / (run_dir.name + '.log')}"
-    elif status == "completed" and evaluation is None:
+def read_run(label: str, seed: int, run_dir: Path) -> dict:
+    """One run's record, straight from its stages' metrics.json and eval.json (None where absent or unreadable)."""
+    stages = METHODS[label].stage_dirs(run_dir)
+    metrics = [reports.read_json(stage / METRICS_FILE) for stage in stages]
+    first_eval, last_eval = reports.read_json(stages[0] / EVAL_FILE), reports.read_json(stages[-1] / EVAL_FILE)
+    status, error = "completed", None
+    missing = [stage for stage, m in zip(stages, metrics) if m is None]
+    failed = [m for m in metrics if m is not None and m.get("status", "failed") != "completed"]
+    if missing:
+        status, error = "failed", f"no {METRICS_FILE} in {missing[0]}: see {run_dir.with_suffix('.log')}"
+    elif failed:
+        status, error = failed[0].get("status", "failed"), failed[0].get("error")
+    elif last_eval is None:
         status, error = "no eval.json", "eval_generation is off or the dataset is not the built-in one"
-    return {
+    generation_before, generation_after = (first_eval or {}).get("generation"), (last_eval or {}).get("generation")
+    record = {
         "method": label,
+        "seed": seed,
         "run_dir": str(run_dir),
         "status": status,
         "error": error,
-        "beta": (metrics or {}).get("beta"),
-        "pass_before": reports.lookup(evaluation, "generation", "pass_rate", "reference"),
-        "pass_after": reports.lookup(evaluation, "generation", "pass_rate", "policy"),
-        "reward_accuracy": reports.lookup(evaluation, "pairs", "reward_accuracy"),
-        "kl": reports.lookup(evaluation, "generation", "kl_policy_reference"),
-        "mean_length": reports.lookup(evaluation, "generation", "mean_length_chars", "policy"),
-        "wall_time_s": (metrics or {}).get("wall_time_s"),
+        "pass_before": reports.lookup(generation_before, "pass_rate", "reference"),
+        "pass_after": reports.lookup(generation_after, "pass_rate", "policy"),
+        "content_before": reports.lookup(generation_before, "right_content_rate", "reference"),
+        "content_after": reports.lookup(generation_after, "right_content_rate", "policy"),
+        "reward_accuracy": reports.lookup(last_eval, "pairs", "reward_accuracy"),
+        "kl": reports.lookup(generation_after, "kl_policy_reference"),
+        "wall_time_s": sum(m.get("wall_time_s") or 0.0 for m in metrics) if not missing else None,
     }
+    for kind in sorted(reports.lookup(generation_after, "pass_rate_by_kind", "policy") or {}):
+        record[f"pass_before/{kind}"] = reports.lookup(generation_before, "pass_rate_by_kind", "reference", kind)
+        record[f"pass_after/{kind}"] = reports.lookup(generation_after, "pass_rate_by_kind", "policy", kind)
+        record[f"content_before/{kind}"] = reports.lookup(
+            generation_before, "right_content_rate_by_kind", "reference", kind
+        )
+        record[f"content_after/{kind}"] = reports.lookup(generation_after, "right_content_rate_by_kind", "policy", kind)
+    return record
+
+
+def mean_and_se(values: list) -> tuple[float | None, float | None]:
+    """Mean of the finite values, and the standard error of that mean (None under two values)."""
+    numbers = [v for v in map(reports.finite_number, values) if v is not None]
+    if not numbers:
+        return None, None
+    se = statistics.stdev(numbers) / math.sqrt(len(numbers)) if len(numbers) > 1 else None
+    return statistics.fmean(numbers), se
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """One row per method over its completed runs: `<key>` the mean, `<key>_se` its standard error."""
+    rows = []
+    for label in dict.fromkeys(r["method"] for r in records):
+        runs = [r for r in records if r["method"] == label and r["status"] == "completed"]
+        row = {"method": label, "seeds": len(runs)}
+        keys = [k for k in dict.fromkeys(k for r in runs for k in r) if k.split("/")[0] in NUMBERS] or NUMBERS
+        for key in keys:
+            row[key], row[f"{key}_se"] = mean_and_se([r.get(key) for r in runs])
+        rows.append(row)
+    return rows
+
+
+def cell(row: dict, key: str) -> str:
+    if key in ("method", "seeds"):
+        return str(row[key])
+    spec = ".0f" if key == "wall_time_s" else ".3f"
+    text = reports.format_cell(row.get(key), spec)
+    se = row.get(f"{key}_se")
+    return f"{text} ± {reports.format_cell(se, spec)}" if se is not None and text != "-" else text
 
 
 def format_table(rows: list[dict]) -> str:
-    """A markdown table padded to line up in a terminal."""
-    cells = [[header for _, header in COLUMNS]] + [
-        [reports.format_cell(row[key]) for key, _ in COLUMNS] for row in rows
-    ]
+    """The per-method table (mean ± standard error over seeds), markdown padded to line up in a terminal."""
+    return reports.markdown_table([[h for _, h in SUMMARY]] + [[cell(row, k) for k, _ in SUMMARY] for row in rows])
+
+
+def before_after(row: dict, name: str, kind: str) -> str:
+    return " -> ".join(reports.format_cell(row.get(f"{name}_{when}/{kind}"), ".3f") for when in ("before", "after"))
+
+
+def format_kind_table(rows: list[dict]) -> str:
+    """Per method and kind: pass rate and right-content rate, before -> after (means over seeds)."""
+    cells = [["method", "kind", "pass rate before -> after", "right content before -> after"]]
+    for row in rows:
+        for kind in sorted({k.split("/")[1] for k in row if k.startswith("pass_after/") and not k.endswith("_se")}):
+            cells.append([row["method"], kind, before_after(row, "pass", kind), before_after(row, "content", kind)])
     return reports.markdown_table(cells)
 
 
-def write_markdown(rows: list[dict], overrides: list[str], path: Path) -> None:
+def write_markdown(rows: list[dict], records: list[dict], shared: list[str], path: Path) -> None:
     lines = [
         "# Methods compared with one budget",
         "",
-        f"Overrides shared by every run: `{' '.join(overrides) or '(defaults)'}`.",
+        f"Overrides shared by every run: `{' '.join(shared) or '(defaults)'}`; seeds "
+        f"{', '.join(sorted({str(r['seed']) for r in records}))}. Numbers are means over the completed seeds ± one "
+        "standard error of the mean.",
         "",
         "Pass rate: greedy answers to held-out prompts that the built-in task's verifier accepts (before = the "
-        "reference model, after = the trained policy). Reward accuracy: held-out pairs whose implicit reward "
-        "beta * log(pi/pi_ref) ranks chosen over rejected. KL: mean over the policy's greedy answers of "
-        "log pi - log pi_ref summed over answer tokens. Wall time: training and the trainer's evaluations.",
+        "base model, after = the trained policy). Right content: answers holding the right answer in any format. "
+        "Reward accuracy: held-out pairs whose implicit reward ranks chosen over rejected. KL: mean over the "
+        "policy's greedy answers of log pi - log pi_ref summed over answer tokens, to the run's reference. Wall "
+        "time: training and the trainer's evaluations, all stages.",
         "",
         format_table(rows),
         "",
+        "## Per kind",
+        "",
+        format_kind_table(rows),
+        "",
     ]
-    lines += [f"- {row['method']}: {row['status']}: {row['error']}" for row in rows if row["status"] != "completed"]
-    lines += ["", "![pass rate and KL per method](compare.png)", ""]
+    lines += [
+        f"- {r['method']} seed {r['seed']}: {r['status']}: {r['error']}" for r in records if r["status"] != "completed"
+    ]
+    lines += ["", "![pass rate, right content and KL per method](compare.png)", ""]
     path.write_text("\n".join(lines))
 
 
 def plot(rows: list[dict], path: Path) -> None:
     plt = reports.pyplot()
     labels = [row["method"] for row in rows]
-    x = range(len(rows))
+    x = list(range(len(rows)))
 
     def values(key):
-        return [reports.finite_number(row[key]) or 0.0 for row in rows]
+        return [reports.finite_number(row.get(key)) or 0.0 for row in rows]
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows) + 4), 3.6))
-    width = 0.38
-    left.bar([i - width / 2 for i in x], values("pass_before"), width, label="before (reference)")
-    left.bar([i + width / 2 for i in x], values("pass_after"), width, label="after (policy)")
-    left.set_ylabel("held-out pass rate")
+    def errors(key):
+        return [reports.finite_number(row.get(f"{key}_se")) or 0.0 for row in rows]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.8 * len(rows) + 4), 3.8))
+    width = 0.2
+    for offset, key, label in (
+        (-1.5, "pass_before", "pass rate before"),
+        (-0.5, "pass_after", "pass rate after"),
+        (0.5, "content_before", "right content before"),
+        (1.5, "content_after", "right content after"),
+    ):
+        left.bar([i + offset * width for i in x], values(key), width, yerr=errors(key), label=label, capsize=2)
+    left.set_ylabel("held-out rate")
     left.set_ylim(0, 1)
-    left.legend(fontsize=8)
-    right.bar(list(x), values("kl"), color="tab:gray")
+    left.legend(fontsize=7)
+    right.bar(x, values("kl"), yerr=errors("kl"), color="tab:gray", capsize=2)
     right.set_ylabel("KL(policy || reference)")
     for ax in (left, right):
-        ax.set_xticks(list(x), labels, rotation=20)
+        ax.set_xticks(x, labels, rotation=20)
     reports.save_figure(fig, path)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise RecipeError(f"--seeds {text}: give comma-separated integers, e.g. --seeds 1,2,3.") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RecipeError(f"--seeds {text}: give one or more distinct integers, e.g. --seeds 1,2,3.")
+    return seeds
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -150,12 +249,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         default=",".join(available_methods()),
         help=f"comma-separated, from {', '.join(METHODS)} (default: all with a config)",
     )
+    parser.add_argument("--seeds", default="42", help="comma-separated train.seed values, one run each (default 42)")
     parser.add_argument("--out", type=Path, help="output folder (default outputs/compare/<time>)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if o.startswith("--")]
     if unknown:
         parser.error(f"unknown option(s) {' '.join(unknown)}; Hydra overrides look like key=value")
+    seeded = [o for o in overrides if o.split("=")[0].lstrip("+~") == "train.seed"]
+    if seeded:
+        parser.error(f"{seeded[0]}: give seeds with --seeds (one run per seed), not as an override")
     return args, overrides
 
 
@@ -168,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RecipeError(
                 f"--methods: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(available_methods())}."
             )
+        seeds = parse_seeds(args.seeds)
         out = args.out or REPO / "outputs" / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
         taken = [run_dir_name(m) for m in labels if (out / run_dir_name(m)).exists()]
         if taken:
@@ -175,21 +279,30 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         logger = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("logger=")), "wandb")
         shared = overrides + ([f"logger.group=compare-{out.name}"] if logger == "wandb" else [])
-        rows = []
+        records = []
         for label in labels:
-            print(f"training {label} -> {out / run_dir_name(label)}", file=sys.stderr)
-            rows.append(read_row(label, train_one(label, shared, out)))
+            for seed in seeds:
+                print(f"training {label} seed {seed} -> {out / run_dir_name(label)}/seed-{seed}", file=sys.stderr)
+                records.append(read_run(label, seed, train_one(label, seed, shared, out)))
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_markdown(rows, shared, out / "compare.md")
+    rows = summarize(records)
+    reports.write_csv(out / "compare.csv", list(dict.fromkeys(k for r in records for k in r)), records_filled(records))
+    write_markdown(rows, records, shared, out / "compare.md")
     plot(rows, out / "compare.png")
     if args.json:
-        print(json.dumps({"out": str(out), "overrides": shared, "rows": rows}))
+        print(json.dumps({"out": str(out), "overrides": shared, "seeds": seeds, "rows": rows, "runs": records}))
     else:
         print(format_table(rows))
-        print(f"\nwritten: {out / 'compare.md'}, {out / 'compare.png'}")
-    return 0 if all(row["status"] == "completed" for row in rows) else 1
+        print(f"\nwritten: {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare.png'}")
+    return 0 if all(r["status"] == "completed" for r in records) else 1
+
+
+def records_filled(records: list[dict]) -> list[dict]:
+    """Every record with every column (None where a run lacks one, e.g. a failed run's per-kind rates)."""
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    return [{c: r.get(c) for c in columns} for r in records]
 
 
 if __name__ == "__main__":

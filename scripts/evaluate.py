@@ -2,6 +2,7 @@
 
 Options: --num-samples 4 --temperature 0.7 (sampled answers too), --max-prompts, --max-new-tokens, --batch-size,
 --json (one JSON object on stdout), --force (replace an existing eval.json). Writes <run dir>/eval.json.
+--prompts FILE scores your own verifiable prompts instead (kind/prompt/answer rows) into <run dir>/eval-<FILE stem>.json.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from prefopt.errors import RecipeError
@@ -21,9 +23,10 @@ from prefopt.evaluation import (
     format_report,
     load_run,
     log_to_wandb,
-    refuse_existing_eval,
     write_eval,
 )
+from prefopt.evaluation.scoring import generation_metrics, read_tasks
+from prefopt.run_files import EVAL_FILE, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--num-samples", type=int, help="also sample this many answers per prompt")
     parser.add_argument("--temperature", type=float, help="sampling temperature (with --num-samples)")
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        help="a JSONL/CSV/Parquet file of verifiable prompts (kind, prompt, answer or n) to answer instead of the "
+        "run's held-out split; writes eval-<file stem>.json",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--force", action="store_true", help="replace an existing eval.json")
     return parser.parse_args(argv)
@@ -57,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
-    refuse_existing_eval(args.run_dir, args.force)
+    tasks = read_tasks(args.prompts) if args.prompts else None  # a bad file fails before the model loads
+    path = args.run_dir / (f"eval-{args.prompts.stem}.json" if args.prompts else EVAL_FILE)
+    if path.exists() and not args.force:  # before minutes of loading and answering, not after
+        raise RecipeError(f"{path} exists: pass --force to replace it (make eval run={args.run_dir} ARGS=--force).")
     cfg, tokenizer, models = load_run(args.run_dir)
     settings = GenerationSettings.from_config(
         cfg.get("eval_generation"),
@@ -68,9 +80,20 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
         temperature=args.temperature,
         seed=cfg.train.seed,
     )
+    if tasks is not None:
+        result = {
+            "method": cfg.method.name,
+            "model": cfg.model.name,
+            "prompts": str(args.prompts),
+            "settings": asdict(settings),
+            "generation": generation_metrics(models, tokenizer, tasks[: args.max_prompts], settings),
+            "written_by": "scripts/evaluate.py",
+        }
+        write_json(path, result)
+        return result, path
     result = evaluate(cfg, models, tokenizer, settings)
     result["written_by"] = "scripts/evaluate.py"
-    path = write_eval(args.run_dir, result, force=args.force)
+    write_eval(args.run_dir, result, force=args.force)
     log_to_wandb(result, cfg, args.run_dir)
     return result, path
 

@@ -1,8 +1,9 @@
 """Best-of-N preference pairs from a model: `make pairs` (or `python scripts/make_pairs.py model=tiny-random num_prompts=8`).
 
-Hydra overrides for conf/make_pairs.yaml (`model=`, `prompts=`, `num_samples=`, `reward.model=`, `output=`); `--force`
-overwrites an existing output, `--json` prints the counts as one JSON object. `reward.model=` takes the run directory
-of `make train-rm` or a Hub id/folder of a sequence classifier. Train on the output with
+Hydra overrides for conf/make_pairs.yaml (`model=`, `run=`, `prompts=`, `num_samples=`, `reward.model=`, `output=`);
+`--force` overwrites an existing output, `--json` prints the counts as one JSON object. `run=` samples a finished
+training run's policy (on-policy pairs) instead of `model=`; `reward.model=` takes the run directory of
+`make train-rm` or a Hub id/folder of a sequence classifier. Train on the output with
 `make train-dpo dataset=local ARGS="dataset.path=outputs/pairs.jsonl"`.
 """
 
@@ -22,11 +23,11 @@ from omegaconf import DictConfig
 
 from prefopt.config import compose_config
 from prefopt.data.pairs import (
-    RewardModel,
     builtin_prompts,
     read_prompts,
     refuse_overwrite,
     sample_pairs,
+    scorer,
     verifier_scores,
     write_pairs,
 )
@@ -36,19 +37,39 @@ from prefopt.models import check_available, load_model, load_tokenizer, pick_pre
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> dict:
-    refuse_overwrite(cfg.output, force)  # before minutes of sampling, not after
-    prompts = read_prompts(cfg.prompts, cfg.num_prompts) if cfg.prompts else builtin_prompts(cfg.num_prompts, cfg.seed)
-    if cfg.reward.model:
-        score = RewardModel(str(cfg.reward.model), cfg.reward.batch_size, cfg.reward.max_length)
-    else:
-        verifier_scores(prompts[0], [])  # prompts without verifier fields fail here, before the model loads
-        score = verifier_scores
+def load_policy(cfg: DictConfig):
+    """(model, tokenizer, what it is, dataset seed of its built-in split): a finished run's policy with `run=`
+    (rebuilt as `make eval` rebuilds it), else the `model=` base model."""
+    if cfg.run:
+        from prefopt.evaluation import load_run
+
+        try:
+            run_cfg, tokenizer, models = load_run(Path(cfg.run))
+        except RecipeError as exc:
+            raise RecipeError(f"run={cfg.run}: {exc}") from None
+        policy = models.policy
+        if hasattr(policy, "merge_and_unload") and not getattr(policy, "is_loaded_in_4bit", False):
+            # One plain model generates faster than base + adapter; 4-bit weights stay unmerged (merging rounds
+            # the update away).
+            policy = policy.merge_and_unload()
+        split_seed = run_cfg.dataset.seed if run_cfg.dataset.get("format") == "builtin" else 0
+        return policy.eval(), tokenizer, f"{run_cfg.model.name} ({run_cfg.method.name} run {cfg.run})", split_seed
     check_available(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, pick_precision(cfg.precision), seed=cfg.seed).eval()
     if torch.cuda.is_available():
         model.to("cuda")
+    return model, tokenizer, cfg.model.name, 0
+
+
+def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> dict:
+    refuse_overwrite(cfg.output, force)  # before minutes of sampling, not after
+    own_prompts = read_prompts(cfg.prompts, cfg.num_prompts) if cfg.prompts else None
+    if own_prompts and not cfg.reward.model:
+        verifier_scores(own_prompts[0], [])  # prompts without verifier fields fail here, before any model loads
+    model, tokenizer, policy_name, split_seed = load_policy(cfg)
+    prompts = own_prompts or builtin_prompts(cfg.num_prompts, cfg.seed, split_seed)  # the run's training prompts
+    score = scorer(cfg.reward)
     pairs, stats = sample_pairs(
         model,
         tokenizer,
@@ -73,7 +94,7 @@ def make_pairs(cfg: DictConfig, force: bool = False, progress: bool = True) -> d
     write_pairs(pairs, cfg.output, force=force)
     return {
         "output": str(cfg.output),
-        "model": cfg.model.name,
+        "model": policy_name,
         "scorer": cfg.reward.model or "builtin verifier",
         **stats,
     }

@@ -68,13 +68,14 @@ def _train(cfg: DictConfig, run_dir: Path, recipe, setup, started: float) -> dic
     save_config(cfg, run_dir)
 
     tokenizer = load_tokenizer(cfg.model)
-    quant_config = quantization_config(cfg.peft, setup.precision)
-    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config)
+    # The data before the weights: data that does not fit the method (SFT rows for DPO, ...) stops in seconds.
     train_data, eval_data = load_splits(cfg.dataset, recipe.data_format)
     log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.data_format)
     log_summary(train_data, eval_data, tokenizer, cfg.train.max_length)
     train_data, eval_data = drop_unusable(train_data, eval_data, tokenizer, cfg.train.max_length)
     train_data, eval_data = on_disk(train_data, "train"), on_disk(eval_data, "eval")  # lets TRL's caches persist
+    quant_config = quantization_config(cfg.peft, setup.precision)
+    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config)
 
     start_wandb(cfg, run_dir, run_name(cfg))
     set_seed(cfg.train.seed)  # LoRA initialization, dropout and data order: the same run for the same seed

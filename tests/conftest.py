@@ -46,6 +46,7 @@ def load_script(relative_path: str):
     path = REPO / relative_path
     spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (and pickling) look classes' modules up there
     spec.loader.exec_module(module)
     return module
 

@@ -1,11 +1,12 @@
-"""Preference data for every method: load what `conf/dataset/*.yaml` names, convert, validate, shape for the method.
+"""Training data for every method: load what `conf/dataset/*.yaml` names, convert, validate, shape for the method.
 
 Sources: the built-in task (builtin.py), Hub datasets or local copies of them (hub.py), your own files (local.py),
 weighted mixtures of any of these (mixture.py). Checks that need the tokenizer (checks.py) and the pre-flight
 report (report.py) run on what this returns.
 
 `load_splits` returns train/eval `datasets.Dataset`s holding only the columns TRL reads: paired rows
-(prompt, chosen, rejected) for DPO/IPO/ORPO, unpaired rows (prompt, completion, label) for KTO. A source without a
+(prompt, chosen, rejected) for DPO/IPO/ORPO, unpaired rows (prompt, completion, label) for KTO, SFT rows (prompt,
+completion; a pair's completion is its chosen answer, see sft.py) for SFT. A source without a
 separate eval split holds out a fraction of its prompts; an explicit eval split sharing prompts with train is
 warned about unless `dataset.allow_eval_overlap=true`.
 """
@@ -17,7 +18,7 @@ import logging
 from datasets import Dataset
 from omegaconf import DictConfig
 
-from prefopt.data import builtin, hub, local
+from prefopt.data import builtin, hub, local, sft
 from prefopt.data.local import eval_prompts_in_train
 from prefopt.errors import RecipeError
 
@@ -29,7 +30,7 @@ FORMATS = ("builtin", "local", "hub", *hub.CONVERTERS)
 
 
 def load_splits(dataset_cfg: DictConfig, data_format: str) -> tuple[Dataset, Dataset]:
-    """(train, eval) in `data_format` ("paired" or "unpaired"), cut to max_*_samples."""
+    """(train, eval) in `data_format` ("paired", "unpaired" or "sft"), cut to max_*_samples."""
     if dataset_cfg.format == "mix":
         from prefopt.data.mixture import load_mixture
 
@@ -43,7 +44,9 @@ def load_splits(dataset_cfg: DictConfig, data_format: str) -> tuple[Dataset, Dat
 def load_source(dataset_cfg: DictConfig, data_format: str) -> tuple[Dataset, Dataset]:
     """One source's (train, eval), shaped for the method, before any max_*_samples cut."""
     if dataset_cfg.format == "builtin":
-        pairs = builtin.build_pairs(dataset_cfg.num_train, dataset_cfg.num_eval, seed=dataset_cfg.seed)
+        pairs = builtin.build_pairs(
+            dataset_cfg.num_train, dataset_cfg.num_eval, seed=dataset_cfg.seed, eval_split=dataset_cfg.eval_split
+        )
         train, test = (Dataset.from_list(pairs[split]).select_columns(PAIRED_COLUMNS) for split in ("train", "test"))
     elif dataset_cfg.format == "local":
         train, test = local.load_splits(dataset_cfg)
@@ -78,6 +81,9 @@ def _cut(ds: Dataset, limit: int | None) -> Dataset:
 
 
 def _shape(ds: Dataset, data_format: str, name: str) -> Dataset:
+    if data_format == "sft":
+        return sft.to_sft(ds, name)
+    sft.refuse_for_preferences(ds, name, data_format)
     is_paired = set(PAIRED_COLUMNS) <= set(ds.column_names)
     if data_format == "paired":
         if not is_paired:

@@ -1,10 +1,10 @@
-"""Hub preference datasets, or local copies of them: the named converters and any dataset in TRL's standard formats.
+"""Hub datasets, or local copies of them: the named converters and any dataset in TRL's standard formats.
 
-`format: hh-rlhf | ultrafeedback | kto-mix` convert those datasets' own layouts; `format: hub` reads any dataset in
-TRL's preference formats (trl/data_utils.py): paired prompt/chosen/rejected, with the prompt explicit or implicit
-in chosen/rejected, or unpaired prompt/completion/label, conversational or plain text, under any column names
-(`dataset.columns.chosen=...`). Each converter maps one raw row to {"prompt", "chosen", "rejected"} (or
-{"prompt", "completion", "label"}).
+`format: hh-rlhf | ultrafeedback | kto-mix | ultrachat` convert those datasets' own layouts; `format: hub` reads any
+dataset in TRL's formats (trl/data_utils.py): paired prompt/chosen/rejected, with the prompt explicit or implicit
+in chosen/rejected, unpaired prompt/completion/label, or SFT prompt/completion or messages, conversational or plain
+text, under any column names (`dataset.columns.chosen=...`). Each converter maps one raw row to {"prompt", "chosen",
+"rejected"}, {"prompt", "completion", "label"} or, for SFT, {"prompt", "completion"}.
 
 A source without a separate eval split (one file, a copy with only the train split, `dataset.eval_split=null`)
 holds out `dataset.eval_fraction` of its prompts, so no evaluated prompt is trained on.
@@ -21,7 +21,7 @@ from datasets import Dataset
 from omegaconf import DictConfig
 
 from prefopt.data.checks import drop_identical, is_messages
-from prefopt.data.local import _label, as_one_format, check_text, hold_out
+from prefopt.data.local import _label, as_one_format, check_text, hold_out, messages_row
 from prefopt.errors import RecipeError
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,20 @@ def kto_mix_row(row: dict) -> dict | None:
     return {"prompt": row["prompt"], "completion": row["completion"], "label": bool(row["label"])}
 
 
+def ultrachat_row(row: dict) -> dict | None:
+    """HuggingFaceH4/ultrachat_200k: SFT rows, {"messages": [...]} whose last assistant turn is the completion."""
+    try:
+        return messages_row(row["messages"], "ultrachat")
+    except RecipeError:  # no assistant turn, a trailing user turn, an empty message: skipped and counted
+        return None
+
+
 # format name -> (converter, the raw columns it reads)
 CONVERTERS = {
     "hh-rlhf": (hh_rlhf_row, ("chosen", "rejected")),
     "ultrafeedback": (ultrafeedback_row, ("chosen", "rejected")),
     "kto-mix": (kto_mix_row, ("prompt", "completion", "label")),
+    "ultrachat": (ultrachat_row, ("messages",)),
 }
 
 
@@ -81,9 +90,10 @@ CONVERTERS = {
 
 
 def standard_converter(column_names: list[str], columns: Mapping[str, str], where: str) -> Callable[[dict, str], dict]:
-    """A converter for a dataset with these columns: paired (explicit or implicit prompt) or unpaired.
+    """A converter for a dataset with these columns: paired (explicit or implicit prompt), unpaired, or SFT
+    (prompt/completion without a label, or a messages conversation).
 
-    Raises, naming every missing column and the `dataset.columns.<field>=` override, when the dataset has neither.
+    Raises, naming every missing column and the `dataset.columns.<field>=` override, when the dataset has none.
     """
     present = set(column_names)
     column = lambda field: columns.get(field, field)  # noqa: E731
@@ -92,6 +102,10 @@ def standard_converter(column_names: list[str], columns: Mapping[str, str], wher
         return lambda record, at: standard_pair(record, columns, at, has_prompt=column("prompt") in present)
     if all(column(f) in present for f in unpaired):
         return lambda record, at: _unpaired_row(record, columns, at)
+    if column("prompt") in present and column("completion") in present:
+        return lambda record, at: _sft_row(record, columns, at)
+    if column("messages") in present:
+        return lambda record, at: messages_row(record[column("messages")], at, "'messages'")
     wanted = unpaired if any(column(f) in present for f in ("completion", "label")) else paired
     missing = [f for f in wanted if column(f) not in present]
     fixes = " ".join(f"dataset.columns.{f}=<your column>" for f in missing)
@@ -99,7 +113,8 @@ def standard_converter(column_names: list[str], columns: Mapping[str, str], wher
         f"{where}: missing column {' and '.join(f'{column(f)!r} (field {f})' for f in missing)}; "
         f"its columns are {', '.join(column_names)}. "
         f"Map yours with {fixes}. Paired data needs chosen and rejected (prompt optional when they are full "
-        f"conversations), unpaired (KTO) data prompt, completion and label."
+        f"conversations), unpaired (KTO) data prompt, completion and label, SFT data prompt and completion or "
+        f"messages (dataset.columns.messages=<your column>)."
     )
 
 
@@ -139,6 +154,14 @@ def _unpaired_row(record: dict, columns: Mapping[str, str], where: str) -> dict:
         "prompt": check_text(get("prompt"), where, "'prompt'", is_completion=False),
         "completion": check_text(get("completion"), where, "'completion'", is_completion=True),
         "label": _label(get("label"), where, "'label'"),
+    }
+
+
+def _sft_row(record: dict, columns: Mapping[str, str], where: str) -> dict:
+    get = lambda field: record[columns.get(field, field)]  # noqa: E731
+    return {
+        "prompt": check_text(get("prompt"), where, "'prompt'", is_completion=False),
+        "completion": check_text(get("completion"), where, "'completion'", is_completion=True),
     }
 
 

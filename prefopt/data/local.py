@@ -1,6 +1,7 @@
-"""Your own preference data (`dataset=local`): JSONL, CSV or Parquet files, a column mapping, checks row by row.
+"""Your own data (`dataset=local`): JSONL, CSV or Parquet files, a column mapping, checks row by row.
 
-Paired rows need prompt/chosen/rejected, unpaired (KTO) rows prompt/completion/label, under any column names
+Paired rows need prompt/chosen/rejected, unpaired (KTO) rows prompt/completion/label, SFT rows prompt/completion or
+one `messages` conversation (its last assistant turn is the completion), under any column names
 (`dataset.columns.chosen=good`). A field is a plain string or a list of {"role", "content"} messages (in CSV,
 a JSON-encoded list). Every problem names the file, the line (row for Parquet/JSON) and the field.
 """
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 PAIRED_FIELDS = ("prompt", "chosen", "rejected")
 UNPAIRED_FIELDS = ("prompt", "completion", "label")
+SFT_FIELDS = ("prompt", "completion")
+MESSAGES_FIELDS = ("messages",)  # SFT rows as one conversation, split into prompt and completion while reading
+FIELDS = (PAIRED_FIELDS, UNPAIRED_FIELDS, SFT_FIELDS, MESSAGES_FIELDS)  # the first row's columns pick, in this order
 ROLES = ("system", "user", "assistant", "tool")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -58,7 +62,7 @@ def _kind(rows: list[dict]) -> str:
 
 
 def _kind_of(fields: tuple[str, ...]) -> str:
-    return "paired" if "chosen" in fields else "unpaired"
+    return "paired" if "chosen" in fields else "unpaired" if "label" in fields else "sft"
 
 
 def read_pairs(path: str | Path, columns: Mapping[str, str], max_dropped_fraction: float = 0.1) -> list[dict]:
@@ -72,7 +76,7 @@ def read_pairs(path: str | Path, columns: Mapping[str, str], max_dropped_fractio
         if first is None:
             continue
         file_fields = _fields_of(first[1], file, columns)
-        if fields and file_fields != fields:
+        if fields and _kind_of(file_fields) != _kind_of(fields):  # SFT files may mix prompt/completion and messages
             raise RecipeError(
                 f"{file}: holds {_kind_of(file_fields)} rows, the files before it {_kind_of(fields)} rows."
             )
@@ -103,26 +107,33 @@ def data_files(path: str | Path) -> list[Path]:
 
 
 def _fields_of(record: dict, file: Path, columns: Mapping[str, str]) -> tuple[str, ...]:
-    """Paired or unpaired, decided by which mapped columns the first row has."""
-    for fields in (PAIRED_FIELDS, UNPAIRED_FIELDS):
+    """Paired, unpaired or SFT, decided by which mapped columns the first row has."""
+    for fields in FIELDS:
         if all(columns.get(field, field) in record for field in fields):
             return fields
     wanted = lambda fields: ", ".join(columns.get(f, f) for f in fields)  # noqa: E731
     raise RecipeError(
-        f"{file}: missing column(s): needs {wanted(PAIRED_FIELDS)} (paired) or {wanted(UNPAIRED_FIELDS)} (unpaired, KTO); "
-        f"found {', '.join(map(str, record)) or 'none'}. Map your column names with e.g. "
-        f"dataset.columns.prompt=question dataset.columns.chosen=good dataset.columns.rejected=bad."
+        f"{file}: missing column(s): needs {wanted(PAIRED_FIELDS)} (paired), {wanted(UNPAIRED_FIELDS)} (unpaired, "
+        f"KTO), or {wanted(SFT_FIELDS)} or {wanted(MESSAGES_FIELDS)} (SFT); found {', '.join(map(str, record)) or 'none'}. "
+        f"Map your column names with e.g. dataset.columns.prompt=question dataset.columns.chosen=good "
+        f"dataset.columns.rejected=bad (SFT: dataset.columns.completion=answer or dataset.columns.messages=conversation)."
     )
 
 
 def convert_record(record: dict, fields: tuple[str, ...], columns: Mapping[str, str], where: str) -> dict:
-    """One raw record -> {prompt, chosen, rejected} or {prompt, completion, label}, or a RecipeError naming the field."""
+    """One raw record -> {prompt, chosen, rejected}, {prompt, completion, label} or {prompt, completion} (SFT), or a
+    RecipeError naming the field."""
     row = {}
     for field in fields:
         column = columns.get(field, field)
         if column not in record:
-            raise RecipeError(f"{where}: column '{column}' (field '{field}') is missing from this row.")
+            raise RecipeError(
+                f"{where}: column '{column}' (field '{field}') is missing from this row; every row needs the columns "
+                f"the first row has ({', '.join(columns.get(f, f) for f in fields)})."
+            )
         named = f"'{field}'" + (f" (column '{column}')" if column != field else "")
+        if fields == MESSAGES_FIELDS:
+            return messages_row(record[column], where, named)
         if field == "label":
             row[field] = _label(record[column], where, named)
         else:
@@ -138,10 +149,10 @@ def check_text(value, where: str, named: str, is_completion: bool) -> str | list
         except json.JSONDecodeError:
             pass
     if value is None:
-        raise RecipeError(f"{where}: {named} is missing (null).")
+        raise RecipeError(f"{where}: {named} is missing (null): fill it in, or remove the row.")
     if isinstance(value, str):
         if not value.strip():
-            raise RecipeError(f"{where}: {named} is empty.")
+            raise RecipeError(f"{where}: {named} is empty: fill it in, or remove the row.")
         return value
     if isinstance(value, list):
         return _messages(value, where, named, is_completion)
@@ -173,6 +184,40 @@ def _messages(value: list, where: str, named: str, is_completion: bool) -> list[
             f"{where}: {named} ends with an assistant message; the answer belongs in chosen/rejected/completion."
         )
     return messages
+
+
+def messages_row(value, where: str, named: str = "'messages'") -> dict:
+    """One conversation -> an SFT row: the last (assistant) turn is the completion, every turn before it the prompt."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:  # a message list stored as JSON text (CSV cells are always text)
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    shape = 'a list of {"role", "content"} messages ending with the assistant\'s answer'
+    if value is None:
+        raise RecipeError(f"{where}: {named} is missing (null); give the conversation as {shape}.")
+    if not isinstance(value, list):
+        raise RecipeError(f"{where}: {named} must be {shape}, got {type(value).__name__} ({value!r:.40}).")
+    if not value:
+        raise RecipeError(f"{where}: {named} is an empty list; give the conversation as {shape}.")
+    roles = [message.get("role") if isinstance(message, dict) else None for message in value]
+    if "assistant" not in roles:
+        raise RecipeError(
+            f"{where}: {named} has no assistant turn (roles {', '.join(map(str, roles))}): SFT trains on the last "
+            f'assistant message, so add the answer as {{"role": "assistant", "content": ...}}.'
+        )
+    if roles[-1] != "assistant":
+        raise RecipeError(
+            f"{where}: {named} ends with a {roles[-1]!r} turn after the last assistant turn: the completion is the "
+            f"last assistant message, so end the conversation with it (drop the turns after it)."
+        )
+    messages = check_text(value, where, named, is_completion=True)
+    if len(messages) == 1:
+        raise RecipeError(
+            f"{where}: {named} holds only the assistant's answer: add the turn(s) it answers (a user message) "
+            f"before it, which become the prompt."
+        )
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
 def _label(value, where: str, named: str) -> bool:

@@ -1,5 +1,8 @@
 """Best-of-N preference pairs: sample N answers per prompt, score them, keep the best as chosen and the worst as rejected.
 
+The answers come from the evaluation's batched generation (prefopt.evaluation.generation), the project's one way to
+generate; the model is a base model, a finished run's policy (`make pairs run=`), or online DPO's current policy.
+
 A scoring function takes (prompt row, answers) and returns one float per answer: the built-in verifier
 (`verifier_scores`), a reward model from the Hub or `make train-rm` (`RewardModel`), or any function of that shape. Prompts whose answers
 all score the same (ties) carry no preference and are skipped. The output is the `dataset=local` JSONL format,
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
@@ -25,10 +28,14 @@ from prefopt.errors import RecipeError
 Score = Callable[[dict, list[str]], list[float]]
 
 
-def builtin_prompts(num_prompts: int, seed: int = 0) -> list[dict]:
-    """Up to `num_prompts` distinct training prompts of the built-in task, kinds interleaved, with their verifier fields."""
+def builtin_prompts(num_prompts: int, seed: int = 0, split_seed: int = 0) -> list[dict]:
+    """Up to `num_prompts` distinct training prompts of the built-in task, kinds interleaved, with their verifier fields.
+
+    `split_seed` is the `dataset.seed` whose train/held-out split the prompts come from (so none is a prompt that
+    split holds out); `seed` orders them."""
     rng = random.Random(seed + 2)
-    by_kind = {kind: [t for t in builtin.split_tasks(seed)["train"] if t.kind == kind] for kind in builtin.KINDS}
+    train = builtin.split_tasks(split_seed)["train"]
+    by_kind = {kind: [t for t in train if t.kind == kind] for kind in builtin.KINDS}
     for tasks in by_kind.values():
         rng.shuffle(tasks)
     rows = []
@@ -78,6 +85,15 @@ def verifier_scores(row: dict, answers: list[str]) -> list[float]:
         )
     task = builtin.task_of(row)
     return [1.0 if builtin.verify(task, a) else 0.5 if builtin.has_right_content(task, a) else 0.0 for a in answers]
+
+
+def scorer(reward_cfg: DictConfig | dict) -> Score:
+    """The scoring function a `reward:` section asks for: a RewardModel for `reward.model`, else the built-in verifier."""
+    if reward_cfg.get("model"):
+        return RewardModel(
+            str(reward_cfg["model"]), reward_cfg.get("batch_size", 16), reward_cfg.get("max_length", 1024)
+        )
+    return verifier_scores
 
 
 class RewardModel:
@@ -199,39 +215,43 @@ def _load_reward_folder(source: str):
     return AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32), tokenizer
 
 
-@torch.no_grad()
-def generate(
+def sample_answers(
     model,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[list[dict]],
+    prompts: list[dict],
+    *,
     num_samples: int,
+    batch_size: int,
     max_new_tokens: int,
     temperature: float,
     top_p: float,
+    progress: bool = False,
 ) -> tuple[list[list[str]], list[list[bool]]]:
-    """`num_samples` sampled answers per prompt, and whether each ended by itself (EOS before max_new_tokens)."""
-    texts = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=False)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation appends on the right
-    try:
-        inputs = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt").to(model.device)
-    finally:
-        tokenizer.padding_side = side
-    out = model.generate(
-        **inputs,
-        do_sample=True,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=num_samples,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    new_ids = out[:, inputs["input_ids"].shape[1] :]
-    answers = [a.strip() for a in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
-    ended = (new_ids == tokenizer.eos_token_id).any(dim=1).tolist()
-    per_prompt = lambda flat: [flat[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]  # noqa: E731
-    return per_prompt(answers), per_prompt(ended)
+    """`num_samples` sampled answers per prompt row, and whether each ended by itself (a stop token before
+    max_new_tokens), from prefopt.evaluation's batched generation: `batch_size` answers are generated together."""
+    from prefopt.evaluation.encoding import encode_prompt
+    from prefopt.evaluation.generation import decode, generate
+
+    prompts_ids = [encode_prompt(tokenizer, row["prompt"]) for row in prompts]
+    with tqdm(total=len(prompts) * num_samples, desc="sampling", unit="answer", disable=not progress) as bar:
+        answers = generate(
+            model,
+            tokenizer,
+            prompts_ids,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            num_samples=num_samples,
+            temperature=temperature,
+            top_p=top_p,
+            logps=False,  # nothing here reads them: no log-softmax over the vocabulary per step
+            on_batch=bar.update,
+        )
+    texts = [decode(tokenizer, ids).strip() for ids in answers.ids]
+
+    def per_prompt(flat):
+        return [flat[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+
+    return per_prompt(texts), per_prompt(answers.finished)
 
 
 def best_and_worst(
@@ -267,7 +287,7 @@ def sample_pairs(
     score: Score = verifier_scores,
     *,
     num_samples: int = 4,
-    batch_size: int = 8,
+    batch_size: int = 32,
     max_new_tokens: int = 64,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -275,56 +295,72 @@ def sample_pairs(
     require_finished: bool = True,
     progress: bool = True,
 ) -> tuple[list[dict], dict]:
-    """Pairs in the local JSONL format, and counts: prompts, pairs, ties (no finished answer scored above the
-    worst), too_few_distinct (under two distinct non-empty answers), empty and unfinished answers.
-    With `require_finished`, answers cut off at max_new_tokens are never chosen."""
+    """Pairs in the local JSONL format, and counts (see `pairs_from_samples`), from `num_samples` answers per
+    prompt sampled from `model` (`batch_size` answers generated together). With `require_finished`, answers cut off
+    at max_new_tokens are never chosen."""
     if num_samples < 2:
         raise RecipeError(f"num_samples={num_samples}: best-of-N needs at least 2 answers per prompt.")
     torch.manual_seed(seed)
+    answers, finished = sample_answers(
+        model,
+        tokenizer,
+        prompts,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        progress=progress,
+    )
+    return pairs_from_samples(prompts, answers, finished, score, require_finished=require_finished)
+
+
+def pairs_from_samples(
+    prompts: list[dict],
+    answers: list[list[str]],
+    finished: list[list[bool]],
+    score: Score = verifier_scores,
+    *,
+    require_finished: bool = True,
+) -> tuple[list[dict], dict]:
+    """Each prompt's best answer as chosen and worst as rejected (`best_and_worst`), in the local JSONL format, and
+    counts: prompts, pairs, ties (no finished answer scored above the worst), too_few_distinct (under two distinct
+    non-empty answers), empty and unfinished answers, mean chosen and rejected scores."""
     pairs, ties, too_few, empty, unfinished = [], 0, 0, 0, 0
-    chosen_scores, rejected_scores = [], []
-    bar = tqdm(total=len(prompts), desc="sampling", unit="prompt", disable=not progress)
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
-        answers, ended = generate(
-            model, tokenizer, [row["prompt"] for row in batch], num_samples, max_new_tokens, temperature, top_p
+    for row, row_answers, row_finished in zip(prompts, answers, finished, strict=True):
+        empty += sum(not a for a in row_answers)
+        unfinished += sum(not f for f in row_finished)
+        if len(set(a for a in row_answers if a)) < 2:
+            too_few += 1
+            continue
+        picked = best_and_worst(row, row_answers, score, row_finished if require_finished else None)
+        if picked is None:
+            ties += 1
+            continue
+        chosen, chosen_score, rejected, rejected_score = picked
+        pairs.append(
+            {
+                **row,
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "chosen_score": chosen_score,
+                "rejected_score": rejected_score,
+            }
         )
-        for row, row_answers, row_ended in zip(batch, answers, ended):
-            empty += sum(not a for a in row_answers)
-            unfinished += sum(not e for e in row_ended)
-            if len(set(a for a in row_answers if a)) < 2:
-                too_few += 1
-                continue
-            picked = best_and_worst(row, row_answers, score, row_ended if require_finished else None)
-            if picked is None:
-                ties += 1
-                continue
-            chosen, chosen_score, rejected, rejected_score = picked
-            pairs.append(
-                {
-                    **row,
-                    "chosen": [{"role": "assistant", "content": chosen}],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                    "chosen_score": chosen_score,
-                    "rejected_score": rejected_score,
-                }
-            )
-            chosen_scores.append(chosen_score)
-            rejected_scores.append(rejected_score)
-        bar.update(len(batch))
-        bar.set_postfix(pairs=len(pairs), ties=ties)
-    bar.close()
-    mean = lambda values: round(sum(values) / len(values), 4) if values else None  # noqa: E731
+
+    def mean(values):
+        return round(sum(values) / len(values), 4) if values else None
+
     stats = {
         "prompts": len(prompts),
-        "samples_per_prompt": num_samples,
+        "samples_per_prompt": len(answers[0]) if answers else 0,
         "pairs": len(pairs),
         "ties": ties,
         "too_few_distinct": too_few,
         "empty_answers": empty,
         "unfinished_answers": unfinished,
-        "mean_chosen_score": mean(chosen_scores),
-        "mean_rejected_score": mean(rejected_scores),
+        "mean_chosen_score": mean([p["chosen_score"] for p in pairs]),
+        "mean_rejected_score": mean([p["rejected_score"] for p in pairs]),
     }
     return pairs, stats
 

@@ -63,7 +63,7 @@ def split_report(ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: in
             "mean_chosen_minus_rejected": _mean(gaps),
             "chosen_longer_fraction": round(sum(g > 0 for g in gaps) / len(gaps), 4),
         }
-    else:
+    elif "label" in ds.column_names:  # SFT rows have one completion and no label: nothing to compare
         labels = ds["label"]
         report["labels"] = {
             "desirable": sum(labels),
@@ -105,13 +105,18 @@ def data_report(
             splits[name]["rows_measured"] = max_rows
     first = train[0] if len(train) else None
     return {
-        "format": "paired" if "chosen" in train.column_names else "unpaired",
+        "format": data_format(train.column_names),
         "conversational": bool(first) and is_messages(first["prompt"]),
         "max_length": max_length,
         "splits": splits,
         "eval_prompts_in_train": leaked,
         "example": {"row": first, "rendered": rendered_example(first, tokenizer) if first else None},
     }
+
+
+def data_format(column_names: Sequence[str]) -> str:
+    """paired, unpaired (KTO) or sft: what the rows the method trains on hold."""
+    return "paired" if "chosen" in column_names else "unpaired" if "label" in column_names else "sft"
 
 
 def _fmt(value) -> str:

@@ -35,6 +35,13 @@ def report_rows(result: dict, short: bool = False) -> list[tuple[str, str, str]]
                 format_cell(gen["pass_rate"]["policy"]),
             )
         )
+        rows.append(
+            (
+                "right content, any format",
+                format_cell(gen["right_content_rate"]["reference"]),
+                format_cell(gen["right_content_rate"]["policy"]),
+            )
+        )
         rows.append(("KL(policy || reference)", format_cell(0.0), format_cell(gen["kl_policy_reference"])))
         rows.append(
             (
@@ -73,7 +80,7 @@ def flat_metrics(result: dict) -> dict[str, float]:
     for name in ("win_rate", "kl_policy_reference", "wins", "losses", "ties"):
         if name in gen:
             flat[f"eval/generation/{name}"] = gen[name]
-    for name in ("pass_rate", "mean_length_chars"):
+    for name in ("pass_rate", "right_content_rate", "mean_length_chars"):
         for who, value in gen.get(name, {}).items():
             flat[f"eval/generation/{name}/{who}"] = value
     # The harness's own names: eval/harness/<task>/acc,none/policy, eval/harness/<task>/acc_stderr,none/policy.

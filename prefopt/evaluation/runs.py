@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 def evaluate(
     cfg: DictConfig, models: PolicyAndReference, tokenizer, settings: GenerationSettings, pairs: dict | None = None
 ) -> dict:
-    """Pair metrics on the run's held-out pairs (unless given), and generation metrics on the built-in task."""
+    """Pair metrics on the run's held-out pairs (unless given; none for a method without beta, SFT), and generation
+    metrics on the built-in task."""
     from prefopt.data import load_splits
 
     result = {
@@ -45,7 +46,14 @@ def evaluate(
         "generation": None,
         "timing_s": {},
     }
-    if pairs is None:
+    if pairs is None and cfg.method.get("beta") is None:
+        # Implicit rewards are beta * log(policy / reference), a preference method's; SFT's held-out NLL is eval_loss.
+        result["pairs_skipped"] = (
+            f"method={cfg.method.name} has no beta, so held-out pairs have no implicit rewards to score; "
+            f"its held-out loss is eval_loss in {METRICS_FILE}"
+        )
+        log.info("no pair metrics: %s", result["pairs_skipped"])
+    elif pairs is None:
         started = time.time()
         try:
             _, heldout = load_splits(cfg.dataset, "paired")
@@ -53,7 +61,7 @@ def evaluate(
             log.warning("no pair metrics: %s", exc)
             result["pairs_skipped"] = str(exc)
         else:
-            beta = cfg.method.get("beta") or 0.1  # a recipe without beta: DPO's usual value, recorded in the result
+            beta = cfg.method.beta
             result["pairs"] = {
                 **pair_metrics(models, tokenizer, heldout, beta, settings.batch_size, cfg.train.get("max_length")),
                 "source": "prefopt.evaluation",

@@ -14,28 +14,48 @@ from prefopt.evaluation.models import PolicyAndReference
 
 
 def heldout_tasks(dataset_cfg: DictConfig, max_prompts: int) -> list[builtin.Task]:
-    """The distinct held-out prompts of a built-in dataset config, in its (kind-interleaved) order."""
-    rows = builtin.build_pairs(dataset_cfg.num_train, dataset_cfg.num_eval, seed=dataset_cfg.seed)["test"]
-    if dataset_cfg.get("max_eval_samples"):
-        rows = rows[: dataset_cfg.max_eval_samples]
-    tasks, seen = [], set()
-    for row in rows:
-        task = builtin.task_of(row)
-        if task.prompt not in seen:
-            seen.add(task.prompt)
-            tasks.append(task)
-    return tasks[:max_prompts]
+    """The distinct prompts of a built-in dataset's held-out split (`dataset.eval_split`), kinds interleaved."""
+    return builtin.heldout_tasks(dataset_cfg.get("eval_split") or "test", dataset_cfg.seed, max_prompts)
+
+
+def read_tasks(path) -> list[builtin.Task]:
+    """Verifiable prompts from a JSONL/CSV/Parquet file: one row per prompt with `kind` (sum, capital, uppercase,
+    count), `prompt`, and `answer` (the expected text) or, for count, `n`. Held-out prompts of your own (other
+    numbers, countries, words) to check that a run's gain transfers beyond the built-in lists."""
+    from prefopt.data.local import data_files, read_records
+    from prefopt.errors import RecipeError
+
+    tasks = []
+    for file in data_files(path):
+        for where, record in read_records(file):
+            kind, prompt = record.get("kind"), record.get("prompt")
+            if kind not in builtin.KINDS:
+                raise RecipeError(f"{where}: 'kind' is {kind!r}; use one of {', '.join(builtin.KINDS)}.")
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise RecipeError(f"{where}: 'prompt' must be a non-empty string.")
+            answer, n = str(record.get("answer") or ""), record.get("n") or 0
+            if kind == "count" and (not isinstance(n, int) or n < 1):
+                raise RecipeError(f"{where}: a count prompt needs 'n', the number of colors asked for (>= 1).")
+            if kind != "count" and not answer.strip():
+                raise RecipeError(f"{where}: a {kind} prompt needs 'answer', the expected text.")
+            tasks.append(builtin.Task(kind, prompt, answer, n))
+    if not tasks:
+        raise RecipeError(f"{path}: no prompts.")
+    return tasks
 
 
 def score_answers(
     tasks: list[builtin.Task], policy_answers: list[str], reference_answers: list[str]
 ) -> tuple[dict, list[bool], list[bool]]:
-    """(scores, policy passes, reference passes): pass rates overall and per kind, win rate (ties count half),
-    mean length in characters."""
+    """(scores, policy passes, reference passes): pass rates overall and per kind, right-content rates (the right
+    answer in any format, `builtin.has_right_content`) overall and per kind, win rate (ties count half), mean length
+    in characters."""
     if not (len(tasks) == len(policy_answers) == len(reference_answers)) or not tasks:
         raise ValueError("score_answers needs one policy and one reference answer per task, and at least one task")
     policy_pass = [builtin.verify(t, a) for t, a in zip(tasks, policy_answers)]
     reference_pass = [builtin.verify(t, a) for t, a in zip(tasks, reference_answers)]
+    policy_content = [builtin.has_right_content(t, a) for t, a in zip(tasks, policy_answers)]
+    reference_content = [builtin.has_right_content(t, a) for t, a in zip(tasks, reference_answers)]
     wins = sum(p and not r for p, r in zip(policy_pass, reference_pass))
     losses = sum(r and not p for p, r in zip(policy_pass, reference_pass))
     ties = len(tasks) - wins - losses
@@ -49,6 +69,8 @@ def score_answers(
             "num_prompts": len(tasks),
             "pass_rate": {"reference": _mean(reference_pass), "policy": _mean(policy_pass)},
             "pass_rate_by_kind": {"reference": by_kind(reference_pass), "policy": by_kind(policy_pass)},
+            "right_content_rate": {"reference": _mean(reference_content), "policy": _mean(policy_content)},
+            "right_content_rate_by_kind": {"reference": by_kind(reference_content), "policy": by_kind(policy_content)},
             "win_rate": (wins + 0.5 * ties) / len(tasks),
             "wins": wins,
             "losses": losses,

@@ -93,8 +93,8 @@ def makefile_targets() -> set[str]:
 def check_target_mention(mention: str, created: dict[str, str]) -> None:
     """`make X` names a target of the Makefile; `make train-X` a method of conf/method/ (or one the page creates)."""
     target = mention.removeprefix("make ")
-    if target == "train-<method>" and "train-%" in makefile_targets():
-        return
+    if target == "train-<method>" and "train-%" in makefile_targets() or target in makefile_targets():
+        return  # an explicit target (train-sft-dpo) wins over the train-% pattern, as in make
     if target.startswith("train-") and "train-%" in makefile_targets():
         method = target.removeprefix("train-")
         if not ((CONF / "method" / f"{method}.yaml").is_file() or method in created):

@@ -15,6 +15,7 @@ from pathlib import Path
 from tests.conftest import REPO
 
 METHODS = ["dpo", "orpo"]
+SEED = 7
 OVERRIDES = [
     "model=tiny-random",
     "logger=none",
@@ -39,6 +40,8 @@ def compared_runs() -> tuple[Path, dict, str]:
             str(REPO / "scripts" / "compare_methods.py"),
             "--methods",
             ",".join(METHODS),
+            "--seeds",
+            str(SEED),
             "--out",
             str(out),
             "--json",
@@ -50,6 +53,11 @@ def compared_runs() -> tuple[Path, dict, str]:
         timeout=600,
     )
     if result.returncode != 0:
-        logs = "\n".join(p.read_text()[-3000:] for p in out.glob("*.log"))
+        logs = "\n".join(p.read_text()[-3000:] for p in out.glob("*/*.log"))
         raise AssertionError(f"compare_methods.py failed ({result.returncode}):\n{result.stderr[-3000:]}\n{logs}")
     return out, json.loads(result.stdout), result.stderr
+
+
+def run_dir(out: Path, method: str) -> Path:
+    """Where compare_methods.py put `method`'s run of SEED."""
+    return out / method / f"seed-{SEED}"

@@ -2,58 +2,74 @@
 runs' own (eval.json, metrics.json). Also checks what scripts/train.py leaves after training: eval.json and the
 before/after table in train.log."""
 
+import csv
 import json
+import math
 
 import pytest
+import yaml
 
 from tests.conftest import load_script
-from tests.scripts.compared_runs import METHODS, OVERRIDES, compared_runs
+from tests.scripts.compared_runs import METHODS, OVERRIDES, SEED, compared_runs, run_dir
 
 HEADER = [
     "method",
-    "beta",
-    "status",
+    "seeds",
     "pass rate before",
     "pass rate after",
+    "right content before",
+    "right content after",
     "reward accuracy",
     "KL to reference",
-    "mean length (chars)",
     "wall time (s)",
 ]
 
 
 def run_files(out, method):
-    run = out / method
+    run = run_dir(out, method)
     return json.loads((run / "metrics.json").read_text()), json.loads((run / "eval.json").read_text()), run
 
 
-def test_one_row_per_method_with_the_runs_own_numbers():
+def test_one_record_per_run_with_the_runs_own_numbers_overall_and_per_kind():
     out, report, _ = compared_runs()
-    assert [row["method"] for row in report["rows"]] == METHODS
+    assert [row["method"] for row in report["runs"]] == METHODS and report["seeds"] == [SEED]
     assert set(OVERRIDES) <= set(report["overrides"])
-    for row in report["rows"]:
-        metrics, evaluation, run = run_files(out, row["method"])
+    for record in report["runs"]:
+        metrics, evaluation, run = run_files(out, record["method"])
         generation = evaluation["generation"]
-        assert row["status"] == "completed" and row["run_dir"] == str(run)
-        assert row["beta"] == metrics["beta"] and row["wall_time_s"] == metrics["wall_time_s"] > 0
-        assert row["pass_before"] == generation["pass_rate"]["reference"] == 0.0  # a random model passes nothing
-        assert row["pass_after"] == generation["pass_rate"]["policy"]
-        assert row["reward_accuracy"] == evaluation["pairs"]["reward_accuracy"]
-        assert row["kl"] == generation["kl_policy_reference"]
-        assert row["mean_length"] == generation["mean_length_chars"]["policy"]
+        assert record["status"] == "completed" and record["run_dir"] == str(run) and record["seed"] == SEED
+        assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == SEED
+        assert record["wall_time_s"] == metrics["wall_time_s"] > 0
+        assert record["pass_before"] == generation["pass_rate"]["reference"] == 0.0  # a random model passes nothing
+        assert record["pass_after"] == generation["pass_rate"]["policy"]
+        assert record["content_before"] == generation["right_content_rate"]["reference"]
+        assert record["content_after"] == generation["right_content_rate"]["policy"]
+        assert record["reward_accuracy"] == evaluation["pairs"]["reward_accuracy"]
+        assert record["kl"] == generation["kl_policy_reference"]
+        for kind, rate in generation["right_content_rate_by_kind"]["policy"].items():
+            assert record[f"content_after/{kind}"] == rate
+    # One seed: the method rows are the runs' numbers, with no standard error.
+    for row, record in zip(report["rows"], report["runs"]):
+        assert row["seeds"] == 1 and row["kl"] == record["kl"] and row["kl_se"] is None
 
 
-def test_compare_md_holds_the_table_and_compare_png_the_plot():
+def test_compare_md_holds_both_tables_compare_csv_the_runs_and_compare_png_the_plot():
     out, report, _ = compared_runs()
     lines = (out / "compare.md").read_text().splitlines()
-    table = [line for line in lines if line.startswith("|")]
+    table = [line for line in lines[: lines.index("## Per kind")] if line.startswith("|")]
     assert [cell.strip() for cell in table[0].strip("|").split("|")] == HEADER
     assert len(table) == 2 + len(METHODS)
     for line, row in zip(table[2:], report["rows"]):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        assert cells[0] == row["method"] and cells[2] == "completed"
-        assert float(cells[5]) == pytest.approx(row["reward_accuracy"], abs=5e-4)
-        assert float(cells[6]) == pytest.approx(row["kl"], abs=5e-4)
+        assert cells[0] == row["method"] and cells[1] == "1"
+        assert float(cells[6]) == pytest.approx(row["reward_accuracy"], abs=5e-4)
+        assert float(cells[7]) == pytest.approx(row["kl"], abs=5e-4)
+    kinds = [line for line in lines[lines.index("## Per kind") :] if line.startswith("|")]
+    assert len(kinds) == 2 + 4 * len(METHODS)  # every method's four kinds
+    with (out / "compare.csv").open() as f:
+        records = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"]) for r in records] == [(m, str(SEED)) for m in METHODS]
+    assert float(records[0]["kl"]) == report["runs"][0]["kl"]
     png = (out / "compare.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -84,3 +100,38 @@ def test_unknown_method_is_refused_before_training(tmp_path, capsys):
     assert script.main(["--methods", "dpo,ppo", "--out", str(tmp_path / "out")]) == 2
     assert "--methods: unknown ppo; choose from dpo, dpo+sft, ipo, kto, orpo" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_seeds_make_one_row_per_method_with_mean_and_standard_error(tmp_path):
+    script = load_script("scripts/compare_methods.py")
+    for seed, (kl, content) in zip((1, 2, 3), ((1.0, 0.5), (2.0, 0.25), (6.0, 0.75))):
+        run = tmp_path / "dpo" / f"seed-{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"status": "completed", "wall_time_s": 10.0}))
+        rates = {"reference": 0.5, "policy": content}
+        generation = {
+            "kl_policy_reference": kl,
+            "pass_rate": rates,
+            "right_content_rate": rates,
+            "pass_rate_by_kind": {w: {"sum": r} for w, r in rates.items()},
+            "right_content_rate_by_kind": {w: {"sum": r} for w, r in rates.items()},
+        }
+        (run / "eval.json").write_text(json.dumps({"generation": generation, "pairs": {"reward_accuracy": 1.0}}))
+    records = [script.read_run("dpo", seed, tmp_path / "dpo" / f"seed-{seed}") for seed in (1, 2, 3)]
+    failed = script.read_run("dpo", 4, tmp_path / "dpo" / "seed-4")  # never ran: not counted
+    assert failed["status"] == "failed" and "seed-4.log" in failed["error"]
+    (row,) = script.summarize(records + [failed])
+    assert row["seeds"] == 3 and row["kl"] == 3.0 and row["kl_se"] == pytest.approx(math.sqrt(7) / math.sqrt(3))
+    assert row["content_after"] == 0.5 and row["content_after/sum"] == 0.5 and row["content_before_se"] == 0.0
+    assert script.cell(row, "kl") == f"3.000 ± {math.sqrt(7 / 3):.3f}"
+    assert "| dpo    | sum  | 0.500 -> 0.500" in script.format_kind_table([row])
+
+
+def test_bad_seeds_and_a_seed_override_are_refused(tmp_path, capsys):
+    script = load_script("scripts/compare_methods.py")
+    assert script.main(["--seeds", "1,x", "--out", str(tmp_path / "a")]) == 2
+    assert "--seeds 1,x: give comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["train.seed=3", "--out", str(tmp_path / "b")])
+    assert "train.seed=3: give seeds with --seeds" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -55,3 +55,28 @@ def test_existing_eval_json_is_kept_unless_forced_and_the_table_reports_samples(
 def test_a_folder_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert load_script("scripts/evaluate.py").main([str(tmp_path)]) == 2
     assert f"{tmp_path} is not a run directory: no config.yaml" in capsys.readouterr().err
+
+
+def test_prompts_of_your_own_go_to_their_own_file_and_eval_json_is_untouched(tmp_path, capsys):
+    run = tmp_path / "run"
+    fake_lora_run(run, *QUICK)
+    (run / "eval.json").write_text('{"mine": 1}')
+    prompts = tmp_path / "transfer.jsonl"
+    rows = [
+        {"kind": "sum", "prompt": "What is 71 + 85? Reply with only the number.", "answer": "156"},
+        {"kind": "uppercase", "prompt": "Write the word 'meadowlark' in capital letters.", "answer": "MEADOWLARK"},
+        {"kind": "count", "prompt": "Name exactly 6 colors, separated by commas, and nothing else.", "n": 6},
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evaluate = load_script("scripts/evaluate.py")
+    assert evaluate.main([str(run), "--prompts", str(prompts), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((run / "eval-transfer.json").read_text())
+    assert printed["prompts"] == str(prompts) and printed["generation"]["num_prompts"] == 3
+    assert [s["prompt"] for s in printed["generation"]["samples"]] == [r["prompt"] for r in rows]
+    assert json.loads((run / "eval.json").read_text()) == {"mine": 1}
+    assert evaluate.main([str(run), "--prompts", str(prompts)]) == 2
+    assert "eval-transfer.json exists: pass --force" in capsys.readouterr().err
+    prompts.write_text(json.dumps({"kind": "sum", "prompt": "What is 1 + 1?"}) + "\n")
+    assert evaluate.main([str(run), "--prompts", str(prompts), "--force"]) == 2
+    assert "line 1: a sum prompt needs 'answer'" in capsys.readouterr().err

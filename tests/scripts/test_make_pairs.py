@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from prefopt.config import compose_config
 from prefopt.data.local import read_pairs
 from prefopt.errors import RecipeError
-from tests.conftest import REPO, load_script, read_run, run_train
+from tests.conftest import FAST, REPO, load_script, read_run, run_train
 from tests.prefopt.data.test_pairs import build_tiny_reward_model
 
 # A random model never emits EOS: its answers are all cut off, so let them be chosen.
@@ -101,3 +101,74 @@ def test_reward_model_sources_that_are_not_reward_models_are_refused_before_samp
     assert f"{unfinished} has no model/: the run did not finish training" in refused(unfinished)
     (tmp_path / "empty").mkdir()
     assert "the folder holds neither a model (config.json) nor a run of `make train-rm`" in refused(tmp_path / "empty")
+
+
+def finished_run(run_dir):
+    """What scripts/train.py leaves for a LoRA run of the tiny model: config.yaml and model/ with an adapter (whose
+    weights are random, so that it changes what the model computes)."""
+    from peft import get_peft_model
+
+    from prefopt.adapters import lora_config
+    from prefopt.models import load_model
+
+    cfg = compose_config("method=dpo", *FAST)
+    run_dir.mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    adapter = lora_config(cfg.peft)
+    adapter.init_lora_weights = False  # random A and B, not the B = 0 of a fresh adapter
+    get_peft_model(load_model(cfg.model, "fp32", seed=cfg.train.seed), adapter).save_pretrained(run_dir / "model")
+    return run_dir
+
+
+def test_pairs_from_a_finished_run_sample_its_trained_policy(tmp_path, run_dir):
+    """run=<a dpo run>: the model sampled is the run's base + its LoRA adapter, not the base model."""
+    import torch
+
+    from prefopt.evaluation import load_run
+    from prefopt.models import load_model
+
+    finished_run(run_dir)
+    script = load_script("scripts/make_pairs.py")
+    output = tmp_path / "pairs.jsonl"
+    reward = build_tiny_reward_model(tmp_path / "rm")
+    overrides = [o for o in FAST_PAIRS if not o.startswith("model=")]
+    cfg = compose_config(
+        *overrides, f"run={run_dir}", f"reward.model={reward}", f"output={output}", config_name="make_pairs"
+    )
+    policy, _, name, _ = script.load_policy(cfg)
+    _, _, models = load_run(run_dir)
+    base = load_model(compose_config("model=tiny-random").model, "fp32", seed=42)
+    ids = torch.tensor([[5, 9, 20, 33, 41, 7]])
+    with torch.no_grad():
+        sampled, trained, untrained = (m(input_ids=ids).logits for m in (policy, models.policy, base))
+    torch.testing.assert_close(sampled, trained, rtol=1e-4, atol=1e-4)  # the adapter merged in, nothing else
+    assert not torch.allclose(sampled, untrained, atol=1e-3)
+    assert name == f"tiny-random (dpo run {run_dir})"
+    stats = script.make_pairs(cfg, progress=False)
+    assert stats["model"] == name and stats["pairs"] > 0 and len(read_pairs(output, {})) == stats["pairs"]
+
+
+def test_a_directory_that_is_not_a_finished_run_is_refused_before_sampling(tmp_path):
+    make = load_script("scripts/make_pairs.py").make_pairs
+    output = tmp_path / "pairs.jsonl"
+
+    def refused(run):
+        cfg = compose_config(*FAST_PAIRS[1:], f"run={run}", f"output={output}", config_name="make_pairs")
+        with pytest.raises(RecipeError) as raised:
+            make(cfg, progress=False)
+        assert not output.exists()
+        return str(raised.value)
+
+    (tmp_path / "empty").mkdir()
+    assert (
+        refused(tmp_path / "empty")
+        == f"run={tmp_path / 'empty'}: {tmp_path / 'empty'} is not a run directory: no config.yaml in it."
+    )
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    OmegaConf.save(compose_config("method=dpo", "model=tiny-random"), unfinished / "config.yaml")
+    assert refused(unfinished).endswith("has no model/: the run did not finish training (see its train.log).")
+    reward_run = tmp_path / "rm-run"
+    (reward_run / "model").mkdir(parents=True)
+    OmegaConf.save(compose_config("method=rm", "model=tiny-random"), reward_run / "config.yaml")
+    assert "is a reward model run (method=rm)" in refused(reward_run)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from tests.conftest import REPO, load_script
-from tests.scripts.compared_runs import METHODS, compared_runs
+from tests.scripts.compared_runs import METHODS, SEED, compared_runs
 
 SCRIPT = REPO / "scripts" / "plot_frontier.py"
 
@@ -22,7 +22,8 @@ def test_frontier_plot_and_csv_hold_each_runs_eval_json_values():
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     with (sweep / "frontier.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert sorted(row["runs"] for row in rows) == sorted(METHODS)  # one run per method: one point each
+    runs = sorted(f"{method}/seed-{SEED}" for method in METHODS)
+    assert sorted(row["runs"] for row in rows) == runs  # one run per method: one point each
     for row in rows:
         evaluation = json.loads((sweep / row["runs"] / "eval.json").read_text())["generation"]
         metrics = json.loads((sweep / row["runs"] / "metrics.json").read_text())
@@ -32,7 +33,7 @@ def test_frontier_plot_and_csv_hold_each_runs_eval_json_values():
         assert float(row["pass_rate"]) == evaluation["pass_rate"]["policy"]
         assert float(row["reference_pass_rate"]) == evaluation["pass_rate"]["reference"]
     assert [p["runs"] for p in report["points"]] == [[row["runs"]] for row in rows]
-    assert sorted(r["run"] for r in report["runs"]) == sorted(METHODS)
+    assert sorted(r["run"] for r in report["runs"]) == runs
 
 
 def write_run(run_dir, method, beta, seed, kl, pass_rate, reference_pass_rate=0.0):

@@ -1,4 +1,7 @@
+import pytest
+
 from prefopt.data import builtin
+from prefopt.errors import RecipeError
 
 
 def test_every_pair_is_verified_good_over_bad():
@@ -9,11 +12,28 @@ def test_every_pair_is_verified_good_over_bad():
         assert not builtin.verify(task, row["rejected"][0]["content"])
 
 
-def test_train_and_held_out_prompts_never_overlap():
+def test_train_validation_and_test_prompts_never_overlap_and_have_the_held_out_sizes():
     splits = builtin.split_tasks(seed=0)
-    train_prompts = {t.prompt for t in splits["train"]}
-    assert train_prompts.isdisjoint(t.prompt for t in splits["test"])
-    assert {t.kind for t in splits["test"]} == set(builtin.KINDS)
+    prompts = {split: [t.prompt for t in tasks] for split, tasks in splits.items()}
+    for split in builtin.SPLITS:
+        assert len(set(prompts[split])) == len(prompts[split]), split
+    assert set(prompts["train"]).isdisjoint(prompts["test"])
+    assert set(prompts["train"]).isdisjoint(prompts["validation"])
+    assert set(prompts["validation"]).isdisjoint(prompts["test"])
+    for split in ("test", "validation"):
+        kinds = [t.kind for t in splits[split]]
+        assert {kind: kinds.count(kind) for kind in builtin.KINDS} == builtin.HELD_OUT[split]
+    assert len(splits["test"]) >= 128
+
+
+def test_heldout_tasks_interleave_kinds_and_eval_split_picks_the_pairs_prompts():
+    tasks = builtin.heldout_tasks("test", limit=8)
+    assert [t.kind for t in tasks] == list(builtin.KINDS) * 2
+    validation = {t.prompt for t in builtin.split_tasks(0)["validation"]}
+    rows = builtin.build_pairs(8, 16, seed=0, eval_split="validation")["test"]
+    assert {row["prompt"][0]["content"] for row in rows} <= validation
+    with pytest.raises(RecipeError, match=r"dataset.eval_split='dev' \(built-in task\): use test or validation"):
+        builtin.build_pairs(8, 8, eval_split="dev")
 
 
 def test_pairs_are_deterministic_from_the_seed_and_cover_every_kind():

@@ -115,6 +115,7 @@ def test_the_config_group_composes_and_column_overrides_merge():
         "rejected": "rejected",
         "completion": "completion",
         "label": "label",
+        "messages": "messages",
     }
 
 

@@ -94,7 +94,7 @@ def test_sample_pairs_end_to_end_on_the_tiny_model_then_read_back_as_local_data(
     cfg = compose_config("model=tiny-random")
     model, tokenizer = load_model(cfg.model, "fp32", seed=0), load_tokenizer(cfg.model)
     prompts = builtin_prompts(6, seed=0)
-    # A random model never emits EOS, so every answer is cut off: allow those to be chosen here.
+    # A random model rarely emits its end token, so most answers are cut off: allow those to be chosen here.
     pairs, stats = sample_pairs(
         model,
         tokenizer,
@@ -108,7 +108,7 @@ def test_sample_pairs_end_to_end_on_the_tiny_model_then_read_back_as_local_data(
         progress=False,
     )
     assert stats["prompts"] == 6 and stats["pairs"] + stats["ties"] + stats["too_few_distinct"] == 6
-    assert stats["unfinished_answers"] == 18
+    assert 12 <= stats["unfinished_answers"] <= 18  # a random model ends an answer only by chance
     assert stats["pairs"] >= 3, stats  # random 12-token samples rarely tie in length
     for pair in pairs:
         chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
