@@ -288,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = summarize(records)
-    reports.write_csv(out / "compare.csv", list(dict.fromkeys(k for r in records for k in r)), records_filled(records))
+    # Every record gets every column: None (an empty cell) where a run lacks one, e.g. a failed run's per-kind rates.
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    reports.write_csv(out / "compare.csv", columns, [{c: r.get(c) for c in columns} for r in records])
     write_markdown(rows, records, shared, out / "compare.md")
     plot(rows, out / "compare.png")
     if args.json:
@@ -297,12 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(rows))
         print(f"\nwritten: {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare.png'}")
     return 0 if all(r["status"] == "completed" for r in records) else 1
-
-
-def records_filled(records: list[dict]) -> list[dict]:
-    """Every record with every column (None where a run lacks one, e.g. a failed run's per-kind rates)."""
-    columns = list(dict.fromkeys(k for r in records for k in r))
-    return [{c: r.get(c) for c in columns} for r in records]
 
 
 if __name__ == "__main__":
