@@ -101,7 +101,7 @@ check-data: $(STAMP) ## data report before training [dataset= model= method= ARG
 	$(PY) scripts/check_data.py method=$(method) $(GROUP_OVERRIDES) $(ARGS)
 
 pairs: $(STAMP) ## best-of-N pairs into outputs/pairs.jsonl [model= or run=<run dir> ARGS="num_prompts=128 reward.model=... --force"]
-	$(PY) scripts/make_pairs.py $(if $(model),model=$(model)) $(if $(run),run=$(run)) $(ARGS)
+	$(PY) scripts/make_pairs.py $(if $(model),model=$(model)) $(if $(run),"run='$(run)'") $(ARGS)
 
 # Evaluation: a trained run against its reference (eval.json), methods side by side, a sweep's reward-KL frontier.
 run ?=

@@ -35,13 +35,14 @@ def report_rows(result: dict, short: bool = False) -> list[tuple[str, str, str]]
                 format_cell(gen["pass_rate"]["policy"]),
             )
         )
-        rows.append(
-            (
-                "right content, any format",
-                format_cell(gen["right_content_rate"]["reference"]),
-                format_cell(gen["right_content_rate"]["policy"]),
+        if "right_content_rate" in gen:  # absent from eval.json files written before it was measured
+            rows.append(
+                (
+                    "right content, any format",
+                    format_cell(gen["right_content_rate"]["reference"]),
+                    format_cell(gen["right_content_rate"]["policy"]),
+                )
             )
-        )
         rows.append(("KL(policy || reference)", format_cell(0.0), format_cell(gen["kl_policy_reference"])))
         rows.append(
             (

@@ -65,7 +65,8 @@ def test_recipe_trainer_gives_trls_loss_rewards_and_gradients(method):
         assert metrics[key] == pytest.approx(trl_metrics[key], abs=1e-5), key
     assert grads.keys() == trl_grads.keys()
     for name in grads:
-        torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=1e-7)
+        # fp32 sums in another order: entries near zero differ by ~1e-7 (seen on IPO's larger loss scale).
+        torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=5e-7)
 
 
 @pytest.fixture

@@ -64,6 +64,13 @@ def test_the_short_table_keeps_reward_accuracy_and_the_greedy_rows():
     ]
 
 
+def test_the_right_content_rate_gets_its_row_after_the_pass_rate():
+    generation = {**RESULT["generation"], "right_content_rate": {"reference": 0.625, "policy": 0.5}}
+    lines = format_report({**RESULT, "generation": generation}, short=True).splitlines()[2:]
+    assert lines[2].split() == ["right", "content,", "any", "format", "0.625", "0.500"]
+    assert lines[1].startswith("pass rate (6 prompts, greedy)")
+
+
 def test_flat_metrics_name_each_scalar_by_section_and_model():
     flat = flat_metrics(RESULT)
     assert flat["eval/pairs/reward_accuracy"] == 0.625 and flat["eval/pairs/num_pairs"] == 8
