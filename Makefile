@@ -161,5 +161,5 @@ merge: $(STAMP) ## merge a run's LoRA adapter into the base: merge run=<run dir>
 bench-ref-cache: $(STAMP) ## 4-point beta sweep reusing reference log-probs vs 4 independent runs (~10 min on 2 cores)
 	$(PY) bench/ref_cache.py $(ARGS)
 
-bench-generation: $(STAMP) ## answers/s, one prompt at a time vs batched generation (~3 min on 2 cores) [model= ARGS="--prompts 8 --json"]
+bench-generation: $(STAMP) ## answers/s, one prompt at a time vs batched generation (~1 min on 2 cores) [model= ARGS="--prompts 8 --json"]
 	$(PY) bench/generation.py $(if $(model),--model $(model)) $(ARGS)

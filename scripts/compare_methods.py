@@ -38,9 +38,11 @@ class Method:
     overrides: tuple[str, ...]
     stages: tuple[str, ...] = ()
     config: str = ""  # conf/ file that must exist for the method to be offered
+    dir_option: str = ""  # how the script is told its run directory: "" for Hydra's hydra.run.dir=, else an option
 
     def command(self, run_dir: Path, shared: list[str]) -> list[str]:
-        return [sys.executable, str(REPO / self.script), *self.overrides, *shared, f"hydra.run.dir={run_dir}"]
+        where = [self.dir_option, str(run_dir)] if self.dir_option else [f"hydra.run.dir={run_dir}"]
+        return [sys.executable, str(REPO / self.script), *self.overrides, *shared, *where]
 
     def stage_dirs(self, run_dir: Path) -> list[Path]:
         return [run_dir / stage for stage in self.stages] or [run_dir]
@@ -53,6 +55,10 @@ METHODS = {
     "kto": Method("scripts/train.py", ("method=kto",), config="method/kto.yaml"),
     "orpo": Method("scripts/train.py", ("method=orpo",), config="method/orpo.yaml"),
     "simpo": Method("scripts/train.py", ("method=simpo",), config="method/simpo.yaml"),
+    "sft->dpo": Method(
+        "scripts/train_sft_then.py", ("dpo",), stages=("sft", "dpo"), config="method/sft.yaml", dir_option="--dir"
+    ),
+    "online-dpo": Method("scripts/online_dpo.py", (), config="online_dpo.yaml"),
 }
 SUMMARY = [  # (key, header): one row per method, mean +- standard error over seeds
     ("method", "method"),
@@ -73,7 +79,7 @@ def available_methods() -> list[str]:
 
 
 def run_dir_name(label: str) -> str:
-    return label.replace("+", "-")
+    return label.replace("+", "-").replace("->", "-")
 
 
 def train_one(label: str, seed: int, shared: list[str], out: Path) -> Path:

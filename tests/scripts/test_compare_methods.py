@@ -135,3 +135,22 @@ def test_bad_seeds_and_a_seed_override_are_refused(tmp_path, capsys):
         script.main(["train.seed=3", "--out", str(tmp_path / "b")])
     assert "train.seed=3: give seeds with --seeds" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_sft_then_dpo_reads_before_from_the_sft_stage_and_after_from_the_dpo_stage(tmp_path):
+    script = load_script("scripts/compare_methods.py")
+    run = tmp_path / script.run_dir_name("sft->dpo") / "seed-1"
+    command = script.METHODS["sft->dpo"].command(run, ["model=tiny-random"])
+    assert command[1:] == [str(script.REPO / "scripts/train_sft_then.py"), "dpo", "model=tiny-random", "--dir", str(run)]
+    assert run.parent.name == "sft-dpo"
+    for stage, (before, after, wall) in {"sft": (0.25, 0.5, 10.0), "dpo": (0.5, 0.75, 20.0)}.items():
+        (run / stage).mkdir(parents=True)
+        (run / stage / "metrics.json").write_text(json.dumps({"status": "completed", "wall_time_s": wall}))
+        rates = {"reference": before, "policy": after}
+        generation = {"pass_rate": rates, "right_content_rate": rates, "kl_policy_reference": after}
+        (run / stage / "eval.json").write_text(json.dumps({"generation": generation}))
+    record = script.read_run("sft->dpo", 1, run)
+    assert record["status"] == "completed" and record["wall_time_s"] == 30.0
+    assert (record["pass_before"], record["pass_after"], record["content_before"]) == (0.25, 0.75, 0.25)
+    online = script.METHODS["online-dpo"].command(tmp_path / "online", [])
+    assert online[-1] == f"hydra.run.dir={tmp_path / 'online'}" and online[1].endswith("scripts/online_dpo.py")
