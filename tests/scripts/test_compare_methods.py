@@ -141,7 +141,13 @@ def test_sft_then_dpo_reads_before_from_the_sft_stage_and_after_from_the_dpo_sta
     script = load_script("scripts/compare_methods.py")
     run = tmp_path / script.run_dir_name("sft->dpo") / "seed-1"
     command = script.METHODS["sft->dpo"].command(run, ["model=tiny-random"])
-    assert command[1:] == [str(script.REPO / "scripts/train_sft_then.py"), "dpo", "model=tiny-random", "--dir", str(run)]
+    assert command[1:] == [
+        str(script.REPO / "scripts/train_sft_then.py"),
+        "dpo",
+        "model=tiny-random",
+        "--dir",
+        str(run),
+    ]
     assert run.parent.name == "sft-dpo"
     for stage, (before, after, wall) in {"sft": (0.25, 0.5, 10.0), "dpo": (0.5, 0.75, 20.0)}.items():
         (run / stage).mkdir(parents=True)
