@@ -6,6 +6,7 @@ Runs each method once per seed (same overrides, so the same steps, batch, learni
 outputs/compare/<time>). Every number comes from the runs' eval.json and metrics.json: held-out pass rate and
 right-content rate (the right answer in any format) before and after, overall and per kind, reward accuracy, KL and
 wall time; over seeds, the mean and its standard error. Choose settings with `dataset.eval_split=validation`.
+sft->dpo runs scripts/train_sft_then.py (two stages in one run directory), online-dpo scripts/online_dpo.py.
 """
 
 from __future__ import annotations
