@@ -176,6 +176,7 @@ def measure(model: str, pairs: int, steps: int, warmup: int) -> dict:
     cfg = compose_config(
         f"model={model}",
         "logger=none",
+        "method.loss_type=[sigmoid]",  # the loss plain TRL's DPOConfig defaults to
         f"train.per_device_train_batch_size={pairs}",
         f"train.max_steps={total}",
         "train.save_strategy=no",
@@ -261,6 +262,7 @@ def padding_fractions(model: str, pairs: int, rows: int = 1024, max_length: int 
         cfg = compose_config(
             f"model={model}",
             "logger=none",
+            "method.loss_type=[sigmoid]",
             f"train.per_device_train_batch_size={pairs}",
             f"train.max_length={max_length}",
             f"+train.train_sampling_strategy={strategy}",

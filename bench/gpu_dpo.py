@@ -214,6 +214,7 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
         "model=llama3-8b",
         f"peft={variant}",
         "logger=none",
+        "method.loss_type=[sigmoid]",  # the loss plain TRL's DPOConfig defaults to
         "hardware=80gb",
         f"hardware.memory_gib={budget_gib}",
         "hardware.headroom_gib=0",

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from prefopt import reports
 from prefopt.errors import RecipeError
 from prefopt.run_files import EVAL_FILE, METRICS_FILE
@@ -50,7 +52,7 @@ class Method:
 
 
 METHODS = {
-    "dpo": Method("scripts/train.py", ("method=dpo",), config="method/dpo.yaml"),
+    "dpo": Method("scripts/train.py", ("method=dpo", "method.loss_type=[sigmoid]"), config="method/dpo.yaml"),
     "dpo+sft": Method("scripts/train.py", ("method=dpo", "method.loss_type=[sigmoid,sft]"), config="method/dpo.yaml"),
     "ipo": Method("scripts/train.py", ("method=ipo",), config="method/ipo.yaml"),
     "kto": Method("scripts/train.py", ("method=kto",), config="method/kto.yaml"),
@@ -239,6 +241,14 @@ def plot(rows: list[dict], path: Path) -> None:
     reports.save_figure(fig, path)
 
 
+def one_budget(overrides: list[str]) -> list[str]:
+    """The overrides, with conf/train.yaml's train.max_steps made explicit unless given: a method with a budget of
+    its own (conf/budget/, pulled in by its method config) would otherwise train longer than the others."""
+    if any(o.split("=")[0].lstrip("+~") == "train.max_steps" for o in overrides):
+        return overrides
+    return [*overrides, f"train.max_steps={OmegaConf.load(REPO / 'conf' / 'train.yaml').train.max_steps}"]
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RecipeError(f"{out} already holds run(s) {', '.join(taken)}: pick a new --out.")
         out.mkdir(parents=True, exist_ok=True)
         logger = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("logger=")), "wandb")
-        shared = overrides + ([f"logger.group=compare-{out.name}"] if logger == "wandb" else [])
+        shared = one_budget(overrides) + ([f"logger.group=compare-{out.name}"] if logger == "wandb" else [])
         records = []
         for label in labels:
             for seed in seeds:

@@ -54,6 +54,7 @@ def test_zephyr_qlora_follows_the_handbook_recipe():
         "qlora",
     )
     assert (cfg.method.beta, cfg.train.learning_rate, cfg.peft.r, cfg.peft.lora_alpha) == (0.01, 5e-6, 128, 128)
+    assert list(cfg.method.loss_type) == ["sigmoid"]  # the handbook's plain DPO, not the SFT term of our default
     assert cfg.peft.load_in_4bit and cfg.train.num_train_epochs == 1 and cfg.train.max_steps == -1
 
 

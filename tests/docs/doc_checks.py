@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from prefopt.config import compose_config as compose_plain
-from tests.conftest import CONF, REPO, compose_config
+from tests.conftest import CONF, REPO, compose_config, load_script
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FORBIDDEN = ("earlier session", "previous session", "last session", "DESIGN.md", "../shared")
@@ -189,8 +189,16 @@ def check_script(script: str, args: list[str], created: dict[str, str]) -> None:
         return
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     if script == "scripts/compare_methods.py":
-        methods = _option_value(args, "--methods") or ",".join(p.stem for p in sorted((CONF / "method").glob("*.yaml")))
-        runs = [[f"method={m}", *overrides] for m in methods.split(",")]
+        compared = load_script(script).METHODS
+        methods = _option_value(args, "--methods") or ",".join(compared)
+        unknown = [m for m in methods.split(",") if m not in compared]
+        if unknown:
+            raise DocError(f"{script} compares no method {', '.join(unknown)}")
+        # A method another script trains (sft->dpo, online-dpo) gets the shared overrides on the default method.
+        runs = [
+            [*(compared[m].overrides if compared[m].script == "scripts/train.py" else ()), *overrides]
+            for m in methods.split(",")
+        ]
     else:
         runs = [[a for a in args if a in HYDRA_FLAGS] + overrides]
     for run in runs:

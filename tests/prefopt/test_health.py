@@ -164,10 +164,10 @@ def test_inf_loss_names_the_last_checkpoint_saved_before_it(tmp_path, caplog):
 
 def test_monitor_is_on_by_default_and_configured_per_method():
     dpo = [cb for cb in build_callbacks(*config_and_recipe()) if isinstance(cb, TrainingHealthMonitor)]
-    assert len(dpo) == 1 and dpo[0].loss_at_start == pytest.approx(LN2) and dpo[0].rewards_are_log_ratios
+    assert len(dpo) == 1 and dpo[0].loss_at_start is None and dpo[0].rewards_are_log_ratios  # DPO+SFT: above ln 2
     assert dpo[0].thresholds == HealthThresholds.from_config(compose_config().monitor)
-    (sft,) = health_callbacks(*config_and_recipe("method.loss_type=[sigmoid,sft]"))
-    assert sft.loss_at_start is None  # DPO+SFT starts above ln 2
+    (plain,) = health_callbacks(*config_and_recipe("method.loss_type=[sigmoid]"))
+    assert plain.loss_at_start == pytest.approx(LN2)
     (orpo,) = health_callbacks(*config_and_recipe("method=orpo"))
     assert orpo.loss_at_start is None and not orpo.rewards_are_log_ratios
     assert health_callbacks(*config_and_recipe("monitor.enabled=false")) == []

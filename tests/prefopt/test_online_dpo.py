@@ -69,7 +69,8 @@ def sampled(monkeypatch):
 
 def test_each_round_trains_on_pairs_of_the_current_policys_own_samples_against_the_base(tmp_path, sampled):
     reward_dir = build_tiny_reward_model(tmp_path / "rm")
-    cfg = online_config(tmp_path, f"reward.model={reward_dir}")
+    # Plain DPO (no SFT term), so that each round's first loss is ln 2.
+    cfg = online_config(tmp_path, f"reward.model={reward_dir}", "method.loss_type=[sigmoid]")
     run_dir = tmp_path / "run"
     online = OnlineDPO(cfg, run_dir)
     metrics = online.run()

@@ -131,6 +131,7 @@ def test_dpo_starts_from_the_sft_adapter_and_is_measured_against_it(sft_run, tmp
     run_dir = tmp_path / "dpo"
     run_train(
         "method=dpo",
+        "method.loss_type=[sigmoid]",  # plain DPO: its loss starts at ln 2
         *FAST,
         "train.max_steps=2",
         "train.logging_steps=1",

@@ -9,6 +9,7 @@ import math
 import pytest
 import yaml
 
+from prefopt.config import compose_config
 from tests.conftest import load_script
 from tests.scripts.compared_runs import METHODS, OVERRIDES, SEED, compared_runs, run_dir
 
@@ -160,3 +161,20 @@ def test_sft_then_dpo_reads_before_from_the_sft_stage_and_after_from_the_dpo_sta
     assert (record["pass_before"], record["pass_after"], record["content_before"]) == (0.25, 0.75, 0.25)
     online = script.METHODS["online-dpo"].command(tmp_path / "online", [])
     assert online[-1] == f"hydra.run.dir={tmp_path / 'online'}" and online[1].endswith("scripts/online_dpo.py")
+
+
+def test_the_dpo_row_is_plain_dpo_and_dpo_sft_is_the_train_dpo_default():
+    script = load_script("scripts/compare_methods.py")
+
+    def loss_type(label):
+        overrides = [o for o in script.METHODS[label].overrides if o.startswith("method")]
+        return list(compose_config(*overrides).method.loss_type)
+
+    assert loss_type("dpo") == ["sigmoid"]
+    assert loss_type("dpo+sft") == ["sigmoid", "sft"] == list(compose_config().method.loss_type)
+
+
+def test_every_method_trains_one_budget_even_where_one_has_its_own():
+    script = load_script("scripts/compare_methods.py")
+    assert script.one_budget(["logger=none"]) == ["logger=none", "train.max_steps=30"]  # conf/train.yaml's steps
+    assert script.one_budget(["train.max_steps=60"]) == ["train.max_steps=60"]

@@ -18,6 +18,7 @@ def test_dpo_continues_an_sft_adapter_against_the_base_with_that_adapter(tmp_pat
     run_dir = tmp_path / "run"
     run_train(
         "method=dpo",
+        "method.loss_type=[sigmoid]",  # plain DPO: its loss starts at ln 2
         *FAST,
         "ref=sft_adapter",
         f"ref.adapter_path={sft}",
@@ -72,5 +73,5 @@ def test_dpo_against_a_separate_reference_model(tmp_path):
 def test_precomputed_reference_under_two_ranks_keeps_them_in_sync(tmp_path):
     """No reference model for accelerate to prepare: the evaluation before training must not cost DDP its wrapper."""
     run_dir = tmp_path / "run"
-    train_on_two_ranks(tmp_path, "ref=precomputed", f"hydra.run.dir={run_dir}")
+    train_on_two_ranks(tmp_path, "ref=precomputed", "method.loss_type=[sigmoid]", f"hydra.run.dir={run_dir}")
     assert read_run(run_dir)[0]["before_training"]["eval_loss"] == LN2_FLOAT32  # the precomputed reference is the start

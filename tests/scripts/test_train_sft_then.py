@@ -130,7 +130,7 @@ def test_sft_then_dpo_starts_at_ln2_against_the_sft_model(tmp_path, peft):
     sft_args = ["train.learning_rate=1e-3", *(["peft.lora_dropout=0"] if peft == "lora" else [])]
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train_sft_then.py"), "dpo", *common, "--sft-args", *sft_args]
-        + ["--dir", str(parent)],
+        + ["--args", "method.loss_type=[sigmoid]", "--dir", str(parent)],  # plain DPO: its loss starts at ln 2
         cwd=REPO,
         capture_output=True,
         text=True,
