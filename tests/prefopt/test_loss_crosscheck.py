@@ -51,7 +51,7 @@ def perturbed_copy(cfg, scale=0.05):
 
 
 def dpo_trainer(*overrides):
-    cfg = compose_config("method=dpo", *SMALL, *overrides)
+    cfg = compose_config("method=dpo", *SMALL, *(overrides or ["method.loss_type=[sigmoid]"]))  # plain DPO unless told
     train, held_out = load_splits(cfg.dataset, "paired")
     trainer = dpo.build_trainer(
         cfg,

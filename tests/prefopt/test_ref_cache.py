@@ -53,6 +53,7 @@ def test_sweep_runs_the_reference_once_and_reuses_its_log_probs(tmp_path):
     direct = tmp_path / "direct"
     run_train(
         "method.beta=0.5",
+        "method.loss_type=[sigmoid]",
         *FAST,
         "train.max_steps=3",
         "eval_generation.enabled=false",

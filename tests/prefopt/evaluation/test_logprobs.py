@@ -15,7 +15,9 @@ from tests.prefopt.evaluation.conftest import SMALL, perturb
 
 
 def test_pair_metrics_equal_what_trls_dpo_trainer_logs(tokenizer):
-    cfg = compose_config("method=dpo", "peft=none", "train.per_device_eval_batch_size=16", *SMALL)
+    cfg = compose_config(
+        "method=dpo", "method.loss_type=[sigmoid]", "peft=none", "train.per_device_eval_batch_size=16", *SMALL
+    )
     reference = load_model(cfg.model, "fp32", seed=cfg.train.seed)
     policy = perturb(load_model(cfg.model, "fp32", seed=cfg.train.seed), 0.05)
     train, held_out = load_splits(cfg.dataset, "paired")
