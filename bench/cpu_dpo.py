@@ -282,8 +282,10 @@ def padding_fractions(model: str, pairs: int, rows: int = 1024, max_length: int 
         )
         real, positions = [], []
         for batch in trainer.get_train_dataloader():
-            rows_of_pairs = (
-                share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]) if share else None
+            rows_of_pairs = (  # the rows the backbone computes: packed around a common prefix where that pays
+                share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).packed()
+                if share
+                else None
             )
             mask = rows_of_pairs.segments != PAD if rows_of_pairs is not None else batch["attention_mask"].bool()
             real.append(int(mask.sum()))

@@ -3,7 +3,7 @@
 FastDPOTrainer (recipes/dpo.py: DPO, IPO, DPO+SFT) computes each pair's prompt once (prefopt.shared_prompt), projects
 only completion tokens through the LM head without Triton (prefopt.lm_head), caches precomputed reference log-probs by
 content (prefopt.ref_cache) and batches pairs of similar length (PairLengthSampler). CachedKTOTrainer reuses
-precomputed reference log-probs the same way.
+precomputed reference log-probs the same way. FastSFTTrainer (recipes/sft.py) projects only completion tokens too.
 """
 
 import contextlib
@@ -12,7 +12,7 @@ import logging
 import torch
 from accelerate.utils import is_peft_model
 from torch.utils.data import Sampler
-from trl import DPOTrainer, KTOTrainer
+from trl import DPOTrainer, KTOTrainer, SFTTrainer
 
 from prefopt.lm_head import add_completion_lm_head, triton_head
 from prefopt.ref_cache import ContentKeyedReferenceCache
@@ -133,3 +133,24 @@ def pair_lengths(dataset, max_length: int | None, shared_prompt: bool = False) -
 
 class CachedKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
     """TRL's KTOTrainer, whose precomputed reference log-probs are reused across runs and sweep jobs."""
+
+
+class FastSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer, with the same loss and metrics, and two changes that only make it faster:
+
+    - each batch is one row, the tokens every sequence starts with (a system prompt) computed once
+      (prefopt.shared_prompt.pack_sequences), where that pays;
+    - without Triton (CPU) the completion tokens alone go through the LM head (prefopt.lm_head), where TRL's torch
+      fallback scores every position in many passes per tile.
+    """
+
+    def __init__(self, *args, share_prompt: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        if not triton_head(self.accelerator.device):
+            add_completion_lm_head(policy, ("log_probs", "entropy", "is_top1"))  # what SFTTrainer asked TRL's head for
+        self.share_prompt = share_prompt and add_shared_prompt_backbone(policy)
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        with shared_prompt_rows(inputs, sequences=True) if self.share_prompt else contextlib.nullcontext():
+            return super().compute_loss(model, inputs, *args, **kwargs)

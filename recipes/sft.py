@@ -4,13 +4,14 @@ Run it before DPO/IPO/KTO so the preference stage starts from (and is measured a
 answers in the data's format: `make train-sft-dpo` runs both stages (docs/methods.md).
 """
 
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from prefopt.recipe import Recipe, no_fixed_start
+from prefopt.trainers import FastSFTTrainer
 
 
 def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
-    return SFTTrainer(
+    return FastSFTTrainer(  # TRL's SFTTrainer with packed rows and, on CPU, an LM head on completion tokens only
         model=model,
         args=args,
         train_dataset=train_dataset,  # prompt, completion: the loss covers the completion tokens only
@@ -18,6 +19,7 @@ def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
+        share_prompt=cfg.method.get("share_prompt", True),  # one row per batch, the common system prompt once
     )
 
 
@@ -30,5 +32,5 @@ RECIPE = Recipe(
     # SFTTrainer's per-batch metrics: the mean entropy of the next-token distribution and the share of completion
     # tokens that are the model's top-1 prediction, on completion tokens; num_tokens counts every token trained on.
     logged_metrics=("entropy", "mean_token_accuracy", "num_tokens"),
-    fused_lm_head=True,  # TRL's fused head: the loss comes from chunked log-probs, the logits are never held whole
+    fused_lm_head=True,  # TRL's chunked head (or prefopt.lm_head on CPU): the logits are never held whole
 )

@@ -91,6 +91,21 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def backbone_row_shapes(monkeypatch) -> list:
+    """One entry per forward of a backbone on shared-prompt rows: their hidden states' shape [rows, positions, H]."""
+    from prefopt import shared_prompt
+
+    shapes, to_pair_rows = [], shared_prompt.SharedPromptRows.to_pair_rows
+
+    def recording(self, hidden):
+        shapes.append(tuple(hidden.shape))
+        return to_pair_rows(self, hidden)
+
+    monkeypatch.setattr(shared_prompt.SharedPromptRows, "to_pair_rows", recording)
+    return shapes
+
+
+@pytest.fixture
 def chunked_head_calls(monkeypatch) -> list:
     """One entry per call of TRL's chunked log-prob head (the path the recipe's CPU head replaces)."""
     import trl.trainer.utils

@@ -1,4 +1,5 @@
-"""prefopt.shared_prompt: one row per pair gives TRL's hidden states, loss and gradients, and pads less."""
+"""prefopt.shared_prompt: one row per pair, or the pairs packed into one row around their common prefix, gives TRL's
+hidden states, loss and gradients, and pads less."""
 
 import pytest
 import torch
@@ -21,6 +22,10 @@ IDS = torch.tensor(
 )
 COMPLETION = torch.tensor([[0, 0, 0, 1, 1, 0, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0]])
 ATTENTION = (IDS != 0).long()
+# The same two pairs, both prompts starting with [3, 4] (a chat template's system prompt, say).
+IDS_COMMON = torch.cat([torch.tensor([[3, 4]] * 4), IDS], dim=1)
+COMPLETION_COMMON = torch.cat([torch.zeros(4, 2, dtype=torch.long), COMPLETION], dim=1)
+ATTENTION_COMMON = (IDS_COMMON != 0).long()
 # On a GPU machine `pytest tests/prefopt/test_shared_prompt.py -k cuda` checks the rows on CUDA's attention kernels
 # (sdpa takes its memory-efficient kernel for a custom mask, not the flash one).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
@@ -47,6 +52,39 @@ def test_layout_puts_prompt_then_both_answers_in_one_row():
     assert (ids_back[~real] == 0).all()
 
 
+def test_pairs_with_a_common_prefix_pack_into_one_row_that_computes_it_once():
+    rows = shared_prompt.share_prompts(IDS_COMMON, ATTENTION_COMMON, COMPLETION_COMMON)
+    packed = rows.packed()
+    # [3, 4] once, then pair 0: prompt rest, chosen, rejected; then pair 1; no padding.
+    assert packed.shared_ids.tolist() == [[3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 20, 21, 10, 15, 16]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 6, 5, 6, 7, 8, 2, 3, 4, 4, 5]]
+    assert packed.groups.tolist() == [[shared_prompt.COMMON] * 2 + [0] * 9 + [1] * 5]
+    assert packed.positions_saved == pytest.approx(1 - 16 / IDS_COMMON.numel())
+    assert packed.positions_saved > rows.positions_saved
+    ids_back = packed.to_pair_rows(packed.shared_ids.unsqueeze(-1).float()).squeeze(-1)
+    positions_back = packed.to_pair_rows(packed.position_ids.unsqueeze(-1).float()).squeeze(-1)
+    real = ATTENTION_COMMON.bool()
+    assert torch.equal(ids_back[real], IDS_COMMON[real].float())
+    assert torch.equal(positions_back[real], (ATTENTION_COMMON.cumsum(1) - 1)[real].float())
+    mask = packed.attention_mask("sdpa", torch.float32)[0, 0]
+    assert mask[11, :2].all() and not mask[11, 2:11].any() and mask[11, 11]  # pair 1 sees the prefix, not pair 0
+    assert mask[7, :5].all() and not mask[7, 5:7].any()  # pair 0's rejected answer: prefix and prompt, no chosen
+    assert torch.equal(packed.attention_mask("eager", torch.float32) == 0, packed.attention_mask("sdpa", torch.float32))
+
+
+@pytest.mark.parametrize("case", ["no common prefix", "one pair", "too long"])
+def test_packing_keeps_one_row_per_pair_when_it_would_not_pay(case):
+    ids, attention, completion, limit = IDS_COMMON, ATTENTION_COMMON, COMPLETION_COMMON, 1024
+    if case == "no common prefix":
+        ids, attention, completion = IDS, ATTENTION, COMPLETION
+    elif case == "one pair":
+        ids, attention, completion = (t[[0, 2]] for t in (ids, attention, completion))
+    else:
+        limit = 15  # the packed row is 16 positions
+    rows = shared_prompt.share_prompts(ids, attention, completion)
+    assert rows.packed(limit) is rows
+
+
 def test_rejected_answer_does_not_see_the_chosen_one():
     rows = shared_prompt.share_prompts(IDS, ATTENTION, COMPLETION)
     mask = rows.attention_mask("sdpa", torch.float32)[0, 0]  # pair 0: prompt 0-2, chosen 3-4, rejected 5-8
@@ -71,22 +109,50 @@ def test_batches_that_are_not_shared_prompt_pairs_keep_trls_layout(case):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_backbone_gives_the_same_hidden_states_at_every_real_position(attention, precision, device):
+@pytest.mark.parametrize("layout", ["rows", "packed"])
+def test_backbone_gives_the_same_hidden_states_at_every_real_position(layout, attention, precision, device):
     cfg = compose_config(*TINY)
     model = load_model(cfg.model, precision, seed=0).to(device)
     model.set_attn_implementation(attention)
-    ids, attention_mask = IDS.to(device), ATTENTION.to(device)
+    ids, attention_mask, completion = (
+        (IDS, ATTENTION, COMPLETION)
+        if layout == "rows"
+        else (
+            IDS_COMMON,
+            ATTENTION_COMMON,
+            COMPLETION_COMMON,
+        )
+    )
+    ids, attention_mask = ids.to(device), attention_mask.to(device)
     with torch.no_grad():
         plain = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
         assert shared_prompt.add_shared_prompt_backbone(model)
-        with shared_prompt.shared_prompt_rows(batch(ids, attention_mask, COMPLETION.to(device))) as rows:
+        with shared_prompt.shared_prompt_rows(batch(ids, attention_mask, completion.to(device))) as rows:
             shared = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
         outside = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
-    assert rows is not None
+    assert rows is not None and (rows.packed().shared_ids.shape[0] == 1) == (layout == "packed")
     real = attention_mask.bool()
     tolerance = 1e-5 if precision == "fp32" else 2e-2  # bf16: the rows differ in shape, so in rounding
     torch.testing.assert_close(shared[real], plain[real], rtol=tolerance, atol=tolerance)
     assert torch.equal(outside, plain)  # outside the context the backbone is untouched
+
+
+def test_sft_sequences_pack_into_one_row_with_the_same_hidden_states():
+    cfg = compose_config(*TINY)
+    model = load_model(cfg.model, "fp32", seed=0)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 0], [3, 4, 8, 9, 10, 11], [3, 4, 12, 0, 0, 0]])
+    attention_mask = (ids != 0).long()
+    rows = shared_prompt.pack_sequences(ids, attention_mask)
+    assert rows.shared_ids.tolist() == [[3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
+    assert rows.position_ids.tolist() == [[0, 1, 2, 3, 4, 2, 3, 4, 5, 2]]
+    assert shared_prompt.pack_sequences(ids[:, 2:], attention_mask[:, 2:]) is None  # no common first token
+    with torch.no_grad():
+        plain = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+        assert shared_prompt.add_shared_prompt_backbone(model)
+        with shared_prompt.shared_prompt_rows({"input_ids": ids, "attention_mask": attention_mask}, sequences=True):
+            packed = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    real = attention_mask.bool()
+    torch.testing.assert_close(packed[real], plain[real], rtol=1e-5, atol=1e-5)
 
 
 def test_sliding_window_models_keep_trls_layout():
@@ -96,15 +162,12 @@ def test_sliding_window_models_keep_trls_layout():
     assert not shared_prompt.add_shared_prompt_backbone(model)
 
 
-def test_recipe_trainer_computes_each_prompt_once_with_trls_loss_and_gradients(monkeypatch):
-    shared_shapes = []
-    to_pair_rows = shared_prompt.SharedPromptRows.to_pair_rows
-    monkeypatch.setattr(
-        shared_prompt.SharedPromptRows,
-        "to_pair_rows",
-        lambda self, hidden: (shared_shapes.append(tuple(hidden.shape)), to_pair_rows(self, hidden))[1],
+@pytest.mark.parametrize("pairs_per_batch", [8, 2])  # 8 tiny-model pairs are too long to pack, 2 are packed
+def test_recipe_trainer_computes_each_prompt_once_with_trls_loss_and_gradients(backbone_row_shapes, pairs_per_batch):
+    shared_shapes = backbone_row_shapes
+    cfg = compose_config(
+        *TINY, "+train.train_sampling_strategy=sequential", f"train.per_device_train_batch_size={pairs_per_batch}"
     )
-    cfg = compose_config(*TINY, "+train.train_sampling_strategy=sequential")
     train, _ = load_splits(cfg.dataset, "paired")
     results = {}
     for trainer_class in (DPOTrainer, FastDPOTrainer):
@@ -129,8 +192,11 @@ def test_recipe_trainer_computes_each_prompt_once_with_trls_loss_and_gradients(m
             {n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None},
         )
     pairs, length = inputs["input_ids"].shape[0] // 2, inputs["input_ids"].shape[1]
-    assert len(shared_shapes) == 2  # the policy and the reference forward, each on one row per pair
-    assert all(shape[0] == pairs and shape[1] < 2 * length for shape in shared_shapes)
+    assert len(shared_shapes) == 2  # the policy and the reference forward, each on one row per pair, or one row
+    if pairs_per_batch == 8:
+        assert all(shape[0] == pairs and shape[1] < 2 * length for shape in shared_shapes)
+    else:
+        assert all(shape[0] == 1 and shape[1] < pairs * 2 * length for shape in shared_shapes)
     (trl_loss, trl_grads), (loss, grads) = results[DPOTrainer], results[FastDPOTrainer]
     assert loss == pytest.approx(trl_loss, abs=1e-5)
     assert grads.keys() == trl_grads.keys() and len(grads) > 4

@@ -1,28 +1,29 @@
-"""prefopt.trainers.FastDPOTrainer: TRL's loss and metrics exactly, and length-grouped batches of pairs."""
+"""prefopt.trainers: FastDPOTrainer and FastSFTTrainer give TRL's loss and metrics exactly; length-grouped batches of
+pairs."""
 
 import math
 
 import pytest
 import torch
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer
+from trl import DPOConfig, DPOTrainer, SFTTrainer
 
 from prefopt.adapters import lora_config
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
-from prefopt.trainers import FastDPOTrainer, PairLengthSampler, pair_lengths
-from recipes import dpo
+from prefopt.trainers import FastDPOTrainer, FastSFTTrainer, PairLengthSampler, pair_lengths
+from recipes import dpo, sft
 from tests.conftest import compose_config
 
 TINY = ["model=tiny-random", "logger=none", "dataset.num_train=16", "dataset.num_eval=8"]
 
 
-def one_step(trainer_class, cfg, train):
+def one_step(trainer_class, cfg, train, recipe=dpo.RECIPE):
     """Loss, logged metrics and LoRA gradients of one training batch, from the same weights for both classes."""
     torch.manual_seed(0)  # the same LoRA initialization
     trainer = trainer_class(
         model=load_model(cfg.model, "fp32", seed=0),
-        args=dpo.RECIPE.build_config(cfg),
+        args=recipe.build_config(cfg),
         train_dataset=train,
         processing_class=load_tokenizer(cfg.model),
         peft_config=lora_config(cfg.peft),
@@ -66,6 +67,24 @@ def test_recipe_trainer_gives_trls_loss_rewards_and_gradients(method):
     assert grads.keys() == trl_grads.keys()
     for name in grads:
         # fp32 sums in another order: entries near zero differ by ~1e-7 (seen on IPO's larger loss scale).
+        torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=5e-7)
+
+
+def test_sft_trainer_gives_trls_loss_metrics_and_gradients_from_one_packed_row(chunked_head_calls, backbone_row_shapes):
+    cfg = compose_config("method=sft", *TINY, "peft.lora_dropout=0")  # dropout would draw differently in each
+    train, _ = load_splits(cfg.dataset, "sft")
+    trl_loss, trl_metrics, trl_grads = one_step(SFTTrainer, cfg, train, sft.RECIPE)
+    assert chunked_head_calls and not backbone_row_shapes  # TRL's own head and layout ran for TRL's trainer
+    chunked_head_calls.clear()
+    loss, metrics, grads = one_step(FastSFTTrainer, cfg, train, sft.RECIPE)
+    assert not chunked_head_calls  # the recipe's trainer scored the completion tokens itself
+    assert [shape[0] for shape in backbone_row_shapes] == [1]  # the batch's 8 sequences in one row, prefix once
+    assert math.isfinite(loss) and loss == pytest.approx(trl_loss, abs=1e-5)
+    assert metrics.keys() == trl_metrics.keys() >= {"entropy", "mean_token_accuracy"}
+    for key in metrics:
+        assert metrics[key] == pytest.approx(trl_metrics[key], abs=1e-5), key
+    assert grads.keys() == trl_grads.keys() and grads
+    for name in grads:
         torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=5e-7)
 
 
