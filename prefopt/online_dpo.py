@@ -106,8 +106,10 @@ def check_online(cfg: DictConfig, recipe, setup) -> None:
         raise RecipeError(
             f"online DPO measures every round against the starting model (ref=base); ref={cfg.ref.name} is not supported."
         )
-    if cfg.method.get("precompute_ref_log_probs"):
-        raise RecipeError("online DPO: each round's pairs are new, so method.precompute_ref_log_probs must be false.")
+    if cfg.method.get("precompute_ref_log_probs") is True:  # auto stays unresolved here: TRL's default, false
+        raise RecipeError(
+            "online DPO: each round's pairs are new, so method.precompute_ref_log_probs must be auto or false."
+        )
     if setup.processes > 1:
         raise RecipeError("online DPO runs in one process: launch it without launcher=/gpus=.")
     if cfg.dataset.format != "builtin" and not cfg.online.get("prompts"):

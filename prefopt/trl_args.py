@@ -8,7 +8,7 @@ import types
 import typing
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from prefopt.errors import RecipeError
 
@@ -38,7 +38,23 @@ def trl_kwargs(cfg: DictConfig, setup: ModelSetup) -> dict[str, Any]:
     kwargs["run_name"] = run_name(cfg)
     if setup.reference == "precomputed":
         kwargs["precompute_ref_log_probs"] = True  # one reference pass before training, no reference after it
+    elif kwargs.get("precompute_ref_log_probs") == "auto":
+        kwargs["precompute_ref_log_probs"] = False  # not resolved for a dataset (resolve_precompute): TRL's default
     return kwargs
+
+
+def resolve_precompute(cfg: DictConfig, train_rows: int, processes: int = 1) -> bool | None:
+    """`method.precompute_ref_log_probs: auto` becomes true when the run trains on every row at least once, where one
+    reference pass over the rows before training costs less than one per step; false for a few steps over many rows.
+    Returns the value it set (None when the method has no such key or it is not auto)."""
+    if cfg.method.get("precompute_ref_log_probs") != "auto":
+        return None
+    train = cfg.train
+    rows_trained = train.max_steps * train.per_device_train_batch_size * train.gradient_accumulation_steps * processes
+    precompute = train.max_steps <= 0 or rows_trained >= train_rows
+    with open_dict(cfg):
+        cfg.method.precompute_ref_log_probs = precompute
+    return precompute
 
 
 def make_config(config_class: type, cfg: DictConfig, setup: ModelSetup):

@@ -44,7 +44,7 @@ from prefopt.run_files import (
 )
 from prefopt.run_lock import RunLock
 from prefopt.tracking import finish_wandb, start_wandb
-from prefopt.trl_args import run_name
+from prefopt.trl_args import resolve_precompute, run_name
 from prefopt.validation import check_sections, validate
 
 log = logging.getLogger("train")
@@ -73,6 +73,8 @@ def _train(cfg: DictConfig, run_dir: Path, recipe, setup, started: float) -> dic
     log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.data_format)
     log_summary(train_data, eval_data, tokenizer, cfg.train.max_length)
     train_data, eval_data = drop_unusable(train_data, eval_data, tokenizer, cfg.train.max_length)
+    if resolve_precompute(cfg, len(train_data), setup.processes) is not None:  # method.precompute_ref_log_probs=auto
+        save_config(cfg, run_dir)
     train_data, eval_data = on_disk(train_data, "train"), on_disk(eval_data, "eval")  # lets TRL's caches persist
     quant_config = quantization_config(cfg.peft, setup.precision)
     model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config)

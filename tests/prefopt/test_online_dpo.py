@@ -146,7 +146,7 @@ def test_prompts_rotate_through_the_pool_round_by_round():
         ("online.top_p=0", "0 < top_p <= 1"),
         ("method=orpo", "online DPO trains a paired method with a reference"),
         ("ref=precomputed", "ref=precomputed is not supported"),
-        ("method.precompute_ref_log_probs=true", "precompute_ref_log_probs must be false"),
+        ("method.precompute_ref_log_probs=true", "precompute_ref_log_probs must be auto or false"),
         ("dataset=local", "dataset=local gives neither"),
         ("train.learning_rate=-1", "learning_rate"),
     ],

@@ -3,16 +3,42 @@ from omegaconf import open_dict
 
 from prefopt.errors import RecipeError
 from prefopt.recipe import load_recipe
-from prefopt.trl_args import run_name
+from prefopt.trl_args import resolve_precompute, run_name
 from tests.conftest import compose_config
 
 
 def test_method_hyperparameters_and_train_fields_reach_the_trl_config():
     cfg = compose_config("method=ipo", "method.beta=0.3", "train.max_steps=7", "model=tiny-random")
     args = load_recipe(cfg.method.recipe).build_config(cfg)
-    assert (args.beta, args.loss_type, args.max_steps) == (0.3, ["ipo"], 7)
+    assert (args.beta, args.loss_type, args.max_steps) == (0.3, ["ipo", "sft"], 7)
     assert not args.bf16 and not args.fp16  # CPU: fp32
     assert args.run_name == run_name(cfg) == "ipo-tiny-random-beta0.3"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rows", "processes", "expected"),
+    [
+        (["train.max_steps=60"], 256, 1, True),  # 480 rows trained: every pair at least once
+        (["train.max_steps=5"], 256, 1, False),  # 40 of 256 pairs: a pass over all of them would cost more
+        (["train.max_steps=16"], 256, 2, True),  # 2 processes x 16 steps x 8 pairs
+        (["train.max_steps=-1"], 10_000, 1, True),  # epochs: every pair
+        (["method=kto", "train.max_steps=5"], 256, 1, False),
+    ],
+)
+def test_auto_precomputes_the_reference_when_the_run_trains_on_every_row(overrides, rows, processes, expected):
+    cfg = compose_config(*overrides, "train.per_device_train_batch_size=8")
+    assert cfg.method.precompute_ref_log_probs == "auto"
+    assert load_recipe(cfg.method.recipe).build_config(cfg).precompute_ref_log_probs is False  # unresolved: TRL's
+    assert resolve_precompute(cfg, rows, processes) is expected
+    assert cfg.method.precompute_ref_log_probs is expected
+    assert load_recipe(cfg.method.recipe).build_config(cfg).precompute_ref_log_probs is expected
+
+
+def test_an_explicit_precompute_choice_and_methods_without_one_are_left_alone():
+    cfg = compose_config("method.precompute_ref_log_probs=false", "train.max_steps=60")
+    assert resolve_precompute(cfg, 1, 1) is None and cfg.method.precompute_ref_log_probs is False
+    cfg = compose_config("method=orpo")
+    assert resolve_precompute(cfg, 1, 1) is None and "precompute_ref_log_probs" not in cfg.method
 
 
 def test_logger_group_picks_report_to():
