@@ -54,10 +54,12 @@ class Method:
 METHODS = {
     "dpo": Method("scripts/train.py", ("method=dpo", "method.loss_type=[sigmoid]"), config="method/dpo.yaml"),
     "dpo+sft": Method("scripts/train.py", ("method=dpo", "method.loss_type=[sigmoid,sft]"), config="method/dpo.yaml"),
-    "ipo": Method("scripts/train.py", ("method=ipo",), config="method/ipo.yaml"),
+    "ipo": Method("scripts/train.py", ("method=ipo", "method.loss_type=[ipo]"), config="method/ipo.yaml"),
+    "ipo+sft": Method("scripts/train.py", ("method=ipo", "method.loss_type=[ipo,sft]"), config="method/ipo.yaml"),
     "kto": Method("scripts/train.py", ("method=kto",), config="method/kto.yaml"),
     "orpo": Method("scripts/train.py", ("method=orpo",), config="method/orpo.yaml"),
     "simpo": Method("scripts/train.py", ("method=simpo",), config="method/simpo.yaml"),
+    "sft": Method("scripts/train.py", ("method=sft",), config="method/sft.yaml"),
     "sft->dpo": Method(
         "scripts/train_sft_then.py", ("dpo",), stages=("sft", "dpo"), config="method/sft.yaml", dir_option="--dir"
     ),

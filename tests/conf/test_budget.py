@@ -5,12 +5,13 @@ import pytest
 from prefopt.config import compose_config
 
 
-def test_train_dpo_trains_its_own_budget_with_the_sft_term():
-    cfg = compose_config()
-    assert (cfg.method.name, cfg.train.max_steps, list(cfg.method.loss_type)) == ("dpo", 60, ["sigmoid", "sft"])
+@pytest.mark.parametrize(("method", "loss_type"), [("dpo", ["sigmoid", "sft"]), ("ipo", ["ipo", "sft"])])
+def test_losses_with_an_sft_term_train_their_own_budget(method, loss_type):
+    cfg = compose_config(f"method={method}")
+    assert (cfg.train.max_steps, list(cfg.method.loss_type)) == (60, loss_type)
 
 
-@pytest.mark.parametrize("method", ["ipo", "kto", "orpo", "simpo", "sft"])
+@pytest.mark.parametrize("method", ["kto", "orpo", "simpo", "sft"])
 def test_methods_without_a_budget_train_the_launchers_steps(method):
     assert compose_config(f"method={method}").train.max_steps == 30
 

@@ -99,7 +99,7 @@ def test_train_py_writes_eval_json_and_prints_before_and_after():
 def test_unknown_method_is_refused_before_training(tmp_path, capsys):
     script = load_script("scripts/compare_methods.py")
     assert script.main(["--methods", "dpo,ppo", "--out", str(tmp_path / "out")]) == 2
-    assert "--methods: unknown ppo; choose from dpo, dpo+sft, ipo, kto, orpo" in capsys.readouterr().err
+    assert "--methods: unknown ppo; choose from dpo, dpo+sft, ipo, ipo+sft, kto, orpo" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

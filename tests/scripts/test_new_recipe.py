@@ -139,7 +139,7 @@ def test_refuses_to_overwrite_without_force_and_overwrites_with_it(repo):
     assert forced.returncode == 0, forced.stderr
     assert "def build_trainer" in (repo / "recipes" / "mine.py").read_text()
     config = yaml.safe_load((repo / "conf" / "method" / "mine.yaml").read_text())
-    assert (config["name"], config["recipe"], config["loss_type"]) == ("mine", "recipes.mine", ["ipo"])
+    assert (config["name"], config["recipe"], config["loss_type"]) == ("mine", "recipes.mine", ["ipo", "sft"])
 
 
 def test_only_the_config_existing_is_also_refused(repo):
