@@ -83,11 +83,13 @@ class SharedPromptRows:
         """The pairs in one row, their common prefix once; this layout itself when there is no common prefix, one
         pair, or the row would be longer than max_length."""
         pairs = self.shared_ids.shape[0]
+        if pairs < 2:
+            return self
         real = self.segments != PAD
         lengths = real.sum(1)
         prefix = _common_prefix_length(self.shared_ids, self.segments)
         total = prefix + int((lengths - prefix).sum())
-        if pairs < 2 or prefix == 0 or total > max_length:
+        if prefix == 0 or total > max_length:
             return self
         j = torch.arange(self.shared_ids.shape[1], device=real.device).expand(pairs, -1)
         offsets = prefix + torch.cumsum(lengths - prefix, 0) - (lengths - prefix)
@@ -196,6 +198,8 @@ def shared_prompt_rows(batch: dict, sequences: bool = False):
         layout = pack_sequences(batch["input_ids"], batch["attention_mask"])
     else:
         layout = share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        if layout is not None:  # packed once here, not on each backbone call (policy and reference)
+            layout = layout.packed()
     token = _ACTIVE.set(layout)
     try:
         yield layout
@@ -242,13 +246,12 @@ def add_shared_prompt_backbone(model) -> bool:
         if plain:
             return original_forward(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("position_ids", "inputs_embeds")}
-        rows = layout.packed()
         dtype = backbone.get_input_embeddings().weight.dtype
-        mask = rows.attention_mask(implementation, dtype if dtype.is_floating_point else torch.float32)
+        mask = layout.attention_mask(implementation, dtype if dtype.is_floating_point else torch.float32)
         outputs = original_forward(
-            input_ids=rows.shared_ids, attention_mask=mask, position_ids=rows.position_ids, **kwargs
+            input_ids=layout.shared_ids, attention_mask=mask, position_ids=layout.position_ids, **kwargs
         )
-        outputs.last_hidden_state = rows.to_pair_rows(outputs.last_hidden_state)
+        outputs.last_hidden_state = layout.to_pair_rows(outputs.last_hidden_state)
         return outputs
 
     backbone.forward = forward
