@@ -48,24 +48,8 @@ LAUNCH = $(if $(launcher),RECIPES_RUN_STAMP=$(shell date +%Y-%m-%d_%H-%M-%S) $(V
 train: $(STAMP) ## train what the config and ARGS say, e.g. an experiment: train ARGS="experiment=llama3-8b-orpo"
 	$(LAUNCH) scripts/train.py $(GROUP_OVERRIDES) $(ARGS)
 
-train-%: $(STAMP) ## train a method: train-sft, train-dpo, train-ipo, train-kto, train-orpo, train-simpo, train-cpo, train-rm [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
+train-%: $(STAMP) ## train a method of conf/method/ (make recipes lists them): train-dpo, train-sft-dpo, train-online-dpo, ... [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
 	$(LAUNCH) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
-
-# SFT, then a preference method starting from that model and measured against it (alignment-handbook's Zephyr order):
-# two runs in one stamped directory, <dir>/sft and <dir>/<method>. model= dataset= peft= logger= hardware= go to both
-# stages, SFT_ARGS to the SFT stage only, ARGS to the second only (docs/methods.md).
-SFT_ARGS ?=
-SFT_THEN = $(PY) scripts/train_sft_then.py $(1) $(GROUP_OVERRIDES) $(if $(SFT_ARGS),--sft-args $(SFT_ARGS)) \
-	$(if $(ARGS),--args $(ARGS)) \
-	$(if $(launcher),--launch "$(VENV)/bin/accelerate launch --config_file conf/launcher/$(launcher).yaml \
-	$(if $(gpus),--num_processes $(gpus)) $(ACCELERATE_ARGS)")
-.PHONY: train-sft-dpo train-sft-then
-
-train-sft-dpo: $(STAMP) ## SFT, then DPO from and against it [model= dataset= peft= logger= hardware= launcher= SFT_ARGS= ARGS=]
-	$(call SFT_THEN,dpo)
-
-train-sft-then: $(STAMP) ## SFT, then method= (dpo, ipo, kto) from and against it [method=dpo SFT_ARGS= ARGS= ...]
-	$(call SFT_THEN,$(method))
 
 # A beta sweep: one Hydra multirun job per value (per value and seed with seeds=1,2,3), then summary.csv/.md/.png
 # in the sweep directory.
@@ -74,14 +58,12 @@ betas ?= 0.01,0.05,0.1,0.5
 seeds ?=
 sweep_root ?= multirun
 SWEEP_NAME := sweep-$(method)-$(shell date +%Y-%m-%d_%H-%M-%S)
-# Methods with a reference compute its log-probs once and every job reuses them (prefopt/ref_cache.py).
-REF_CACHE = $(if $(filter dpo ipo kto,$(method)),method.precompute_ref_log_probs=true)
 # One W&B group per sweep; logger=none has no group to set.
 SWEEP_GROUP = $(if $(filter wandb,$(or $(logger),wandb)),logger.group=$(SWEEP_NAME))
 .PHONY: sweep-beta new-recipe recipes
 
 sweep-beta: $(STAMP) ## sweep beta, then summarize [method=dpo betas=0.01,0.05,0.1,0.5 seeds= model= dataset= peft= logger= ARGS=]
-	$(PY) scripts/train.py -m method=$(method) method.beta=$(betas) $(GROUP_OVERRIDES) $(SWEEP_GROUP) $(REF_CACHE) \
+	$(PY) scripts/train.py -m method=$(method) method.beta=$(betas) $(GROUP_OVERRIDES) $(SWEEP_GROUP) \
 		$(if $(seeds),train.seed=$(seeds)) 'hydra.sweep.dir=$(sweep_root)/$(method)/$${model.name}/$(SWEEP_NAME)' $(ARGS)
 	$(PY) scripts/summarize_sweep.py $(sweep_root)/$(method)/*/$(SWEEP_NAME)
 
@@ -90,12 +72,6 @@ new-recipe: $(STAMP) ## copy a recipe to edit: new-recipe from=dpo name=my_dpo [
 
 recipes: $(STAMP) ## list the methods (with their recipe module) and the experiments
 	$(PY) scripts/new_recipe.py --list
-
-# Online DPO: rounds of sampling the current policy, pairing best with worst by the verifier, training DPO on them.
-.PHONY: train-online-dpo
-
-train-online-dpo: $(STAMP) ## online DPO with the verifier, round by round [model= dataset= peft= logger= ARGS="online.rounds=5"]
-	$(PY) scripts/online_dpo.py $(GROUP_OVERRIDES) $(ARGS)
 
 # Data tools: the pre-flight report takes train.py's overrides; pairs takes conf/make_pairs.yaml's.
 .PHONY: check-data pairs

@@ -42,6 +42,7 @@ from prefopt.adapters import lora_config
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
 from prefopt.recipe import load_recipe
+from prefopt.run import trl_config
 from prefopt.shared_prompt import PAD, share_prompts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def run_recipe(cfg, tokenizer, rows, timer):
     recipe = load_recipe(cfg.method.recipe)
     trainer = recipe.build_trainer(
         cfg,
-        args=recipe.build_config(cfg),
+        args=trl_config(cfg),
         model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
         ref_model=None,
         tokenizer=tokenizer,
@@ -271,7 +272,7 @@ def padding_fractions(model: str, pairs: int, rows: int = 1024, max_length: int 
         tokenizer = load_tokenizer(cfg.model)
         trainer = load_recipe(cfg.method.recipe).build_trainer(
             cfg,
-            args=load_recipe(cfg.method.recipe).build_config(cfg),
+            args=trl_config(cfg),
             model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
             ref_model=None,
             tokenizer=tokenizer,

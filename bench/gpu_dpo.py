@@ -34,6 +34,7 @@ from trl import DPOConfig, DPOTrainer
 
 from prefopt.adapters import lora_config, quantization_config
 from prefopt.models import char_tokenizer, load_model
+from prefopt.run import trl_config
 from prefopt.trainers import FastDPOTrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,7 +239,7 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
     model, _ = load_random_model(variant, shape, precision)
     trainer = recipe.build_trainer(
         cfg,
-        args=recipe.build_config(cfg),
+        args=trl_config(cfg),
         model=model,
         ref_model=None,
         tokenizer=char_tokenizer(),

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from prefopt.config import override_key
 from prefopt.distributed import is_main_process
-from prefopt.errors import CheckpointSaveFailed, RecipeError
+from prefopt.errors import CheckpointSaveFailed, RecipeError, RunInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,29 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
 def resume_command(overrides: Sequence[str], run_dir: Path) -> str:
     """The command that continues this run: its own overrides, resuming in its own directory."""
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("train.resume=", "hydra.run.dir="))]
+    kept = [o for o in overrides if override_key(o) not in ("train.resume", "hydra.run.dir")]
     return shlex.join(["python", "scripts/train.py", *kept, "train.resume=auto", f"hydra.run.dir={run_dir}"])
+
+
+def resume_command_of_this_run(run_dir: Path) -> str:
+    """resume_command for the Hydra job this process runs: its overrides, and its run directory (the whole run's, for
+    a method in stages, whose finished stages a resumed run skips)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return resume_command([], run_dir)
+    return resume_command(HydraConfig.get().overrides.task, Path(HydraConfig.get().runtime.output_dir))
+
+
+def raise_if_stopped_by_signal(run) -> None:
+    """After training: a SIGTERM or Ctrl-C saved a checkpoint and stopped the run; say how to continue it."""
+    guard = next(c for c in run.callbacks if isinstance(c, CheckpointGuard))
+    if guard.stopped_by_signal:
+        raise RunInterrupted(
+            f"stopped by {guard.stop_signal.name} at step {run.trainer.state.global_step} after saving a checkpoint; "
+            f"continue with\n  {resume_command_of_this_run(run.run_dir)}",
+            exit_code=128 + guard.stop_signal,
+        )
 
 
 class CheckpointGuard(TrainerCallback):
@@ -165,12 +187,12 @@ def no_space_error(exc: BaseException, run_dir: Path, resume: str) -> Checkpoint
 
 
 @contextmanager
-def stop_cleanly_when_disk_full(run_dir: Path, resume: str) -> Iterator[None]:
+def stop_cleanly_when_disk_full(run_dir: Path) -> Iterator[None]:
     """Around trainer.train(): a checkpoint save that fills the disk ends the run with what to do, not a traceback."""
     try:
         yield
     except Exception as exc:
-        error = no_space_error(exc, run_dir, resume)
+        error = no_space_error(exc, run_dir, resume_command_of_this_run(run_dir))
         if error is None:
             raise
         raise error from exc

@@ -11,6 +11,11 @@ from omegaconf import DictConfig, open_dict
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
+def override_key(override: str) -> str:
+    """The config key a Hydra override sets: `+train.seed=3` -> train.seed, `~dataset.path` -> dataset.path."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def compose_config(*overrides: str, config_name: str = "train", output_dir: str | None = None) -> DictConfig:
     """conf/<config_name>.yaml with the overrides. With `output_dir`, the config carries Hydra's own section and
     `${hydra:runtime.output_dir}` (train.output_dir) resolves to that folder, as inside a run."""

@@ -110,9 +110,9 @@ def setup(cfg: DictConfig) -> None:
     datasets.utils.logging.enable_propagation()
     if not verbose:
         datasets.disable_progress_bars()  # flatten/map/filter bars of the data preparation
-        import transformers.trainer
+        from prefopt.compat.transformers import use_progress_callback
 
-        transformers.trainer.DEFAULT_PROGRESS_CALLBACK = TrainingBar
+        use_progress_callback(TrainingBar)
 
 
 def _trainer_progress_callback():
@@ -137,26 +137,11 @@ class TrainingBar(_trainer_progress_callback()):
 
 
 def route_wandb_terminal() -> None:
-    """W&B prints its banner, retries and run summary to stderr; send them to the `wandb_terminal` logger instead.
+    """W&B prints its banner, retries and run summary to stderr; send them to the `wandb_terminal` logger instead
+    (train.log, and the console with verbose=true). It also keeps W&B from prompting for a key."""
+    from prefopt.compat.wandb import route_terminal
 
-    wandb.errors.term sends its lines to a fallback logger in "silent" mode; wandb re-runs termsetup on every
-    wandb.setup(), so the wrapper keeps that fallback in place. It also keeps W&B from prompting for a key.
-    """
-    import wandb
-    from wandb.errors import term
-
-    if getattr(wandb.termsetup, "_prefopt", False):
-        return
-    target = logging.getLogger("wandb_terminal")
-    original = term.termsetup
-
-    def termsetup(settings, logger=None):
-        original(settings, target)
-        term._silent = True
-
-    termsetup._prefopt = True
-    wandb.termsetup = termsetup
-    term._silent, term._logger = True, target
+    route_terminal(logging.getLogger("wandb_terminal"))
 
 
 def log_run_summary(cfg: DictConfig, run_dir: Path) -> None:

@@ -36,7 +36,8 @@ def undo_evaluation_preparation(trainer) -> None:
     whenever the accelerator holds no model yet: with no reference model to prepare (ref=precomputed, ORPO,
     SimPO, CPO). train() then skips the wrapper and each rank trains on its own shard with no gradient sync.
     """
-    model = trainer.model
-    if world_size() > 1 and getattr(model, "_is_accelerate_prepared", False) and model in trainer.accelerator._models:
-        trainer.accelerator._models.remove(model)
-        model._is_accelerate_prepared = False
+    if trainer is None or world_size() == 1:
+        return
+    from prefopt.compat.accelerate import forget_prepared_model
+
+    forget_prepared_model(trainer.accelerator, trainer.model)

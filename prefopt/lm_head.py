@@ -21,6 +21,8 @@ import torch
 from transformers.utils import is_triton_available
 from trl.trainer.utils import FusedCausalLMOutput
 
+from prefopt.compat.models import replace_forward
+
 # Config fields with which a model's forward rescales or soft-caps its logits (Gemma, Cohere, Granite, MiniCPM,
 # Falcon-H1, ...): the plain `lm_head` projection used here would miss that, so such models keep TRL's head.
 LOGIT_TRANSFORM_FIELDS = (
@@ -81,7 +83,7 @@ def add_completion_lm_head(model, outputs: tuple[str, ...] = ("log_probs",)) -> 
         loss = -per_token["log_probs"].sum() / count
         return FusedCausalLMOutput(loss=loss, label_mask=mask, **per_token)
 
-    model.forward = forward.__get__(model)
+    replace_forward(model, forward.__get__(model))
     return True
 
 

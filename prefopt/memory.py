@@ -40,13 +40,16 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
 from prefopt.errors import RecipeError
-from prefopt.model_setup import ModelSetup, resolve_model_setup
-from prefopt.recipe import Recipe, load_recipe
-from prefopt.validation import check_sections
+from prefopt.model_setup import ModelSetup
+from prefopt.recipe import Recipe
+
+if TYPE_CHECKING:
+    from prefopt.run import RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +385,7 @@ def fit_hardware(cfg: DictConfig, recipe: Recipe, models: ModelSetup) -> None:
     apply(cfg, found)
 
 
-def dry_run(cfg: DictConfig, run_dir: Path) -> None:
+def dry_run(cfg: DictConfig, run_dir: Path, run: RunPlan) -> None:
     """dry_run=true: print the estimate and the preset's choice; load no weights, reach no Hub, keep no run directory.
 
     A setting that fits nowhere fails as the real run would, its log kept like any failed run's. Hydra made the run
@@ -390,9 +393,7 @@ def dry_run(cfg: DictConfig, run_dir: Path) -> None:
     anything else in it is left as it was).
     """
     fresh = _hydra_only(run_dir)
-    check_sections(cfg)
-    recipe = load_recipe(cfg.method.recipe)
-    found = plan(cfg, recipe, resolve_model_setup(cfg, recipe))
+    found = plan(cfg, run.recipe, run.setup)
     print(found.report(), flush=True)
     apply(cfg, found)
     if fresh:

@@ -14,7 +14,6 @@ counts as chosen when both score the same).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -22,14 +21,19 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from prefopt.compat.models import forwards_of
 from prefopt.data.pairs import Score, builtin_prompts, pairs_from_samples, read_prompts, sample_answers, scorer
 from prefopt.errors import RecipeError
 from prefopt.reports import format_cell, markdown_table, pyplot, save_figure, write_csv
-from prefopt.run_files import EVAL_FILE, METRICS_FILE, MODEL_DIR, refuse_existing_run, write_json
+from prefopt.run_files import write_json
+
+if TYPE_CHECKING:
+    from prefopt.run import PreparedRun
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ COLUMNS = (
 
 @dataclass(frozen=True)
 class OnlineSettings:
-    """The `online:` section of conf/online_dpo.yaml."""
+    """The `online:` section of conf/online/rounds.yaml."""
 
     rounds: int = 3
     prompts_per_round: int = 32
@@ -71,6 +75,7 @@ class OnlineSettings:
     batch_size: int = 32
     require_finished: bool = True
     prompts: str | None = None
+    eval_prompts: int = 32
 
     @classmethod
     def from_config(cls, section: DictConfig) -> OnlineSettings:
@@ -79,7 +84,7 @@ class OnlineSettings:
         if unknown:
             raise RecipeError(f"online: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
         settings = cls(**OmegaConf.to_container(section, resolve=True))
-        for name in ("rounds", "prompts_per_round", "steps_per_round", "max_new_tokens", "batch_size"):
+        for name in ("rounds", "prompts_per_round", "steps_per_round", "max_new_tokens", "batch_size", "eval_prompts"):
             value = getattr(settings, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RecipeError(f"online.{name}={value!r}: must be a whole number >= 1.")
@@ -95,28 +100,39 @@ class OnlineSettings:
         return settings
 
 
-def check_online(cfg: DictConfig, recipe, setup) -> None:
-    """What this loop supports, checked before anything loads: a paired recipe with a reference, in one process,
-    measured against the starting model."""
+def check_online(cfg: DictConfig, recipe, setup) -> list[str]:
+    """What the rounds support (Recipe.config_problems, checked with every other rule before anything loads): a paired
+    recipe with a reference, in one process, measured against the starting model."""
+    found = []
+    try:
+        OnlineSettings.from_config(cfg.online)
+    except RecipeError as exc:
+        found.append(str(exc))
     if recipe.data_format != "paired" or not recipe.uses_reference or recipe.trains_reward_model:
-        raise RecipeError(
-            f"online DPO trains a paired method with a reference (method=dpo or ipo); method={cfg.method.name} is not one."
-        )
+        found.append(f"online DPO trains a paired method with a reference; method={cfg.method.name} is not one.")
     if setup.reference not in ("adapter_disabled", "copy"):
-        raise RecipeError(
+        found.append(
             f"online DPO measures every round against the starting model (ref=base); ref={cfg.ref.name} is not supported."
         )
-    if cfg.method.get("precompute_ref_log_probs") is True:  # auto stays unresolved here: TRL's default, false
-        raise RecipeError(
-            "online DPO: each round's pairs are new, so method.precompute_ref_log_probs must be auto or false."
+    if cfg.method.get("precompute_ref_log_probs") is not False:
+        found.append(
+            "online DPO: each round's pairs are new, so method.precompute_ref_log_probs must be false "
+            f"(not {cfg.method.get('precompute_ref_log_probs')})."
         )
     if setup.processes > 1:
-        raise RecipeError("online DPO runs in one process: launch it without launcher=/gpus=.")
+        found.append("online DPO runs in one process: launch it without launcher=/gpus=.")
+    reward_model = cfg.reward.get("model")
+    if reward_model and not Path(reward_model).expanduser().exists() and str(reward_model).count("/") != 1:
+        found.append(
+            f"reward.model={reward_model} does not exist: give a `make train-rm` run directory, a local "
+            f"sequence-classifier folder or a Hub id (org/name)."
+        )
     if cfg.dataset.format != "builtin" and not cfg.online.get("prompts"):
-        raise RecipeError(
+        found.append(
             f"online DPO samples the built-in task's training prompts (dataset=builtin), or your own with "
             f"online.prompts=<file> and reward.model=<reward model>; dataset={cfg.dataset.name} gives neither."
         )
+    return found
 
 
 def round_config(cfg: DictConfig, settings: OnlineSettings, round_dir: Path) -> DictConfig:
@@ -146,75 +162,47 @@ def prompts_of_round(pool: list[dict], settings: OnlineSettings, round_number: i
     return [pool[(start + i) % len(pool)] for i in range(min(settings.prompts_per_round, len(pool)))]
 
 
-@contextlib.contextmanager
-def forwards_restored(*models):
-    """Each trainer patches its models' forward (TRL's fused LM head, then the recipe's): put back what was there,
-    so the next round's trainer patches the plain model instead of wrapping the last round's patch."""
-    absent = object()
-    saved = [(m, m.__dict__.get("forward", absent)) for m in models if m is not None]
-    try:
-        yield
-    finally:
-        for module, forward in saved:
-            if forward is absent:
-                module.__dict__.pop("forward", None)
-            else:
-                module.forward = forward
-
-
 def _base_model(policy):
     return policy.get_base_model() if hasattr(policy, "get_base_model") else policy
 
 
-class OnlineDPO:
-    """One online DPO run: the policy (and reference) in memory, a round at a time; `run()` does them all."""
+def train_in_rounds(run: PreparedRun) -> dict:
+    """Recipe.loop of recipes/online_dpo.py: every round on the run's policy, then the rounds' summary as the run's
+    train metrics. Leaves the last round's trainer in run.trainer, so the launcher saves and evaluates the policy as
+    it does after any training."""
+    return OnlineRounds(run).run_rounds()
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, score: Score | None = None):
-        from prefopt.model_setup import resolve_model_setup
-        from prefopt.recipe import load_recipe
-        from prefopt.validation import check_sections, validate
 
-        check_sections(cfg)
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.settings = OnlineSettings.from_config(cfg.online)
-        self.recipe = load_recipe(cfg.method.recipe)
-        self.setup = resolve_model_setup(cfg, self.recipe)
-        check_online(cfg, self.recipe, self.setup)
-        validate(round_config(cfg, self.settings, self.run_dir), self.recipe, self.setup)
-        self.score = score
+class OnlineRounds:
+    """The rounds of one run: the policy (and reference) stay in memory, each round trains them further."""
+
+    def __init__(self, run: PreparedRun, score: Score | None = None):
+        from prefopt.adapters import quantization_config, reference_for_evaluation
+
+        self.run, self.cfg, self.run_dir = run, run.cfg, Path(run.run_dir)
+        self.settings = OnlineSettings.from_config(run.cfg.online)
+        self.pool = prompt_pool(self.cfg, self.settings)
+        self.score = score or scorer(self.cfg.reward)
+        self.device = torch.device("cpu" if run.setup.use_cpu else "cuda")
+        quantization = quantization_config(self.cfg.peft, run.setup.precision)
+        if quantization is None:  # 4-bit weights were placed while loading
+            run.models.policy.to(self.device)
+            if run.models.reference is not None:
+                run.models.reference.to(self.device)
+        # What the held-out evaluation measures against: the frozen copy (peft=none), else the adapter disabled.
+        self.eval_reference = reference_for_evaluation(
+            self.cfg, run.setup, run.models.reference, self.device, quantization
+        )
+        # Each round's trainer replaces the models' forwards (TRL's fused head, the recipe's): the next round's
+        # starts from the plain models again instead of wrapping the last round's. The last round's stay for the
+        # launcher's evaluation, as after any training.
+        self.restore_forwards = forwards_of(_base_model(run.models.policy), run.models.reference)
         self.rows: list[dict] = []
         self.trained_rounds = 0
 
-    # ------------------------------------------------------------------------------------------- set-up
-
-    def load(self) -> None:
-        from prefopt.adapters import build_policy_and_reference, quantization_config, reference_for_evaluation
-        from prefopt.models import check_available, load_tokenizer
-        from prefopt.run_files import save_config
-
-        refuse_existing_run(self.run_dir)
-        check_available(self.cfg.model)
-        self.pool = prompt_pool(self.cfg, self.settings)
-        if self.score is None:
-            self.score = scorer(self.cfg.reward)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir)
-        self.tokenizer = load_tokenizer(self.cfg.model)
-        self.quantization = quantization_config(self.cfg.peft, self.setup.precision)
-        self.policy, self.ref_model, self.peft_config = build_policy_and_reference(
-            self.cfg, self.setup, self.quantization
-        )
-        self.device = torch.device("cpu" if self.setup.use_cpu else "cuda")
-        if self.quantization is None:  # 4-bit weights were placed while loading
-            self.policy.to(self.device)
-            if self.ref_model is not None:
-                self.ref_model.to(self.device)
-        # What the held-out evaluation measures against: the frozen copy (peft=none), else the adapter disabled.
-        self.eval_reference = reference_for_evaluation(
-            self.cfg, self.setup, self.ref_model, self.device, self.quantization
-        )
-
-    # ------------------------------------------------------------------------------------------- one round
+    @property
+    def policy(self):
+        return self.run.models.policy
 
     def sample(self, prompts: list[dict], round_number: int) -> tuple[list[list[str]], list[list[bool]]]:
         """The current policy's answers to this round's prompts (seeded per round: a rerun draws the same)."""
@@ -222,7 +210,7 @@ class OnlineDPO:
         s = self.settings
         return sample_answers(
             self.policy,
-            self.tokenizer,
+            self.run.tokenizer,
             prompts,
             num_samples=s.samples_per_prompt,
             batch_size=s.batch_size,
@@ -236,55 +224,45 @@ class OnlineDPO:
         from datasets import Dataset
         from transformers import set_seed
 
-        from prefopt.health import health_callbacks
-
+        run = self.run
         round_cfg = round_config(self.cfg, self.settings, round_dir)
         rows = [{key: pair[key] for key in ("prompt", "chosen", "rejected")} for pair in pairs]
         set_seed(self.cfg.train.seed + self.trained_rounds)  # LoRA initialization (first round), dropout, data order
-        with forwards_restored(_base_model(self.policy), self.ref_model):
-            trainer = self.recipe.build_trainer(
-                round_cfg,
-                args=self.recipe.build_config(round_cfg, self.setup),
-                model=self.policy,
-                ref_model=self.ref_model,
-                tokenizer=self.tokenizer,
-                train_dataset=Dataset.from_list(rows),
-                eval_dataset=None,
-                peft_config=self.peft_config,
-                callbacks=health_callbacks(round_cfg, self.recipe),
-            )
-            policy = trainer.accelerator.unwrap_model(trainer.model)
-            if "ref" in getattr(policy, "peft_config", {}):
-                # TRL measures an adapter it did not create against a frozen copy of it ("ref"), i.e. against the
-                # last round's policy; delete it, so the reference stays the base with the adapter disabled.
-                policy.delete_adapter("ref")
-            metrics = trainer.train().metrics
-            self.policy = policy
-            self.peft_config = None  # the adapter exists now: later rounds train it on
-            steps = trainer.state.global_step
-            history = trainer.state.log_history
-            del trainer
+        self.restore_forwards()
+        trainer = run.new_trainer(round_cfg, Dataset.from_list(rows), run.eval_data, run.callbacks)
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        if "ref" in getattr(policy, "peft_config", {}):
+            # TRL measures an adapter it did not create against a frozen copy of it ("ref"), i.e. against the last
+            # round's policy; delete it, so the reference stays the base with the adapter disabled.
+            policy.delete_adapter("ref")
+        metrics = trainer.train().metrics
+        run.models.policy = policy
+        run.models.peft_config = None  # the adapter exists now: later rounds train it on
+        run.trainer = trainer  # the launcher saves and evaluates the last round's
+        run.history += trainer.state.log_history
         self.trained_rounds += 1
-        return {"trained_steps": steps, "train_loss": metrics.get("train_loss"), "log_history": history}
+        return {
+            "trained_steps": trainer.state.global_step,
+            "train_loss": metrics.get("train_loss"),
+            "log_history": trainer.state.log_history,
+        }
 
-    def evaluate(self, final: bool) -> dict:
-        """The held-out evaluation of the current policy against the reference: generation only after a round,
-        everything launcher runs write to eval.json (held-out pair metrics too) after the last."""
-        from prefopt.evaluation import GenerationSettings, PolicyAndReference, evaluate
+    def evaluate(self) -> dict | None:
+        """Greedy answers of policy and reference to online.eval_prompts held-out prompts of the built-in task."""
+        from prefopt.evaluation import GenerationSettings, PolicyAndReference
         from prefopt.evaluation.scoring import generation_metrics, heldout_tasks
 
+        if self.cfg.dataset.format != "builtin":
+            return None
         settings = GenerationSettings.from_config(self.cfg.get("eval_generation"), seed=self.cfg.train.seed)
+        settings = dataclasses.replace(settings, max_prompts=self.settings.eval_prompts)
         # Before any round trained, the policy has no adapter to disable: it is its own reference.
         untrained_plain = self.eval_reference is None and not hasattr(self.policy, "disable_adapter")
         models = PolicyAndReference(self.policy, self.policy if untrained_plain else self.eval_reference)
-        if final:
-            return evaluate(self.cfg, models, self.tokenizer, settings)
-        if self.cfg.dataset.format != "builtin":
-            return {"generation": None}
         tasks = heldout_tasks(self.cfg.dataset, settings.max_prompts)
-        return {"generation": generation_metrics(models, self.tokenizer, tasks, settings)}
+        return generation_metrics(models, self.run.tokenizer, tasks, settings)
 
-    def round(self, round_number: int) -> dict:
+    def round(self, round_number: int) -> None:
         started = time.time()
         s = self.settings
         round_dir = self.run_dir / f"round-{round_number}"
@@ -316,65 +294,41 @@ class OnlineDPO:
                 round_number,
                 s.samples_per_prompt,
             )
-        final = round_number == s.rounds
-        result = self.evaluate(final)
-        row = _row(round_number, stats, training, result.get("generation"), time.time() - started)
+        generation = self.evaluate()
+        row = _row(round_number, stats, training, generation, time.time() - started)
         write_json(
             round_dir / ROUND_FILE,
-            {"row": row, "pairing": stats, "training": training, "evaluation": result, "settings": vars_of(s)},
+            {"row": row, "pairing": stats, "training": training, "generation": generation, "settings": vars_of(s)},
         )
         self.rows.append(row)
         write_summary(self.run_dir, self.rows)  # after every round: a stopped run keeps the rounds it finished
         _log_round_to_wandb(self.cfg, row)
         log.info("round %d: %s", round_number, _row_line(row))
-        return result
 
-    # ------------------------------------------------------------------------------------------- the run
-
-    def run(self) -> dict:
-        started = time.time()
-        self.load()
-        result = {}
+    def run_rounds(self) -> dict:
+        """Every round; then what metrics.json records of them (the launcher adds the rest)."""
+        log.info(
+            "online %s: %d rounds of %d prompts x %d answers, %d steps each",
+            self.cfg.method.name,
+            self.settings.rounds,
+            self.settings.prompts_per_round,
+            self.settings.samples_per_prompt,
+            self.settings.steps_per_round,
+        )
         for round_number in range(1, self.settings.rounds + 1):
-            result = self.round(round_number)
-        return self.finish(result, time.time() - started)
-
-    def finish(self, final_eval: dict, seconds: float) -> dict:
-        """model/ (the adapter, or the full model) when any round trained; metrics.json and eval.json as train.py
-        writes them."""
-        from prefopt.evaluation import write_eval
-        from prefopt.evaluation.report import format_report, log_to_wandb
-
-        status = "completed" if self.trained_rounds else "nothing trained: every round's answers tied"
-        if self.trained_rounds:
-            self.policy.save_pretrained(str(self.run_dir / MODEL_DIR))
-            self.tokenizer.save_pretrained(str(self.run_dir / MODEL_DIR))
+            self.round(round_number)
+        if not self.trained_rounds:
+            log.warning("no round trained: every round's answers tied")
         trained = [r for r in self.rows if r["trained_steps"]]
-        metrics = {
-            "method": self.cfg.method.name,
+        return {
             "online": True,
-            "model": self.cfg.model.name,
-            "dataset": self.cfg.dataset.name,
-            "peft": self.cfg.peft.name,
-            "beta": self.cfg.method.get("beta"),
-            "precision": self.setup.precision,
-            "status": status,
             "rounds": len(self.rows),
             "trained_rounds": self.trained_rounds,
             "pairs": sum(r["pairs"] for r in self.rows),
             "train_loss": trained[-1]["train_loss"] if trained else None,
             "settings": vars_of(self.settings),
             "rounds_table": self.rows,
-            "wall_time_s": round(seconds, 1),
         }
-        write_json(self.run_dir / METRICS_FILE, metrics)
-        if final_eval.get("generation") is not None or final_eval.get("pairs") is not None:
-            final_eval = {**final_eval, "written_by": "scripts/online_dpo.py"}
-            write_eval(self.run_dir, final_eval, force=True)
-            log.info("held-out evaluation (%s):\n%s", EVAL_FILE, format_report(final_eval, short=True))
-            log_to_wandb(final_eval, self.cfg, self.run_dir)
-        log.info("%s: %s", status, self.run_dir)
-        return metrics
 
 
 def vars_of(settings: OnlineSettings) -> dict:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
     from prefopt.model_setup import ModelSetup
+    from prefopt.run import PreparedRun
 
 DataFormat = Literal["paired", "unpaired", "sft"]
 DATA_FORMATS = ("paired", "unpaired", "sft")  # prompt/chosen/rejected; prompt/completion/label; prompt/completion
@@ -72,6 +73,13 @@ class Recipe:
     model_class: "causal_lm" (a policy, the default) or "sequence_classification" (a reward model: one score per
         text, loaded with num_labels=1 and LoRA task type SEQ_CLS); only a causal LM generates, so the launcher's
         generation evaluation after training applies to it alone.
+    own_keys: keys of its method config that the recipe reads itself (share_prompt, ...); every other key is a field
+        of config_class and is checked against it.
+    config_problems: (cfg, recipe, setup) -> problems, for rules of its own; checked with every other rule before
+        anything loads.
+    loop: None to train with one trainer.train() over the training split; else the recipe's own training loop,
+        (run: prefopt.run.PreparedRun) -> train metrics, which builds its trainers with run.new_trainer (online DPO:
+        rounds of sampling, pairing and training on those pairs).
     """
 
     config_class: type[TrainingArguments]
@@ -82,6 +90,9 @@ class Recipe:
     logged_metrics: tuple[str, ...] = ()
     fused_lm_head: bool = False
     model_class: ModelClass = "causal_lm"
+    own_keys: tuple[str, ...] = ()
+    config_problems: Callable[[DictConfig, Recipe, ModelSetup], list[str]] | None = None
+    loop: Callable[[PreparedRun], dict] | None = None
 
     def __post_init__(self):
         if self.data_format not in DATA_FORMATS:
@@ -98,13 +109,6 @@ class Recipe:
     def logs_pair_rewards(self) -> bool:
         """Its eval_rewards/* are the implicit rewards of held-out pairs, as prefopt.evaluation computes them."""
         return self.uses_reference and set(PAIR_METRICS) <= set(self.logged_metrics)
-
-    def build_config(self, cfg: DictConfig, setup: ModelSetup | None = None) -> TrainingArguments:
-        """The TRL config of this run: cfg.train plus the method's keys, precision and reference from `setup`."""
-        from prefopt.model_setup import resolve_model_setup
-        from prefopt.trl_args import make_config
-
-        return make_config(self.config_class, cfg, setup or resolve_model_setup(cfg, self))
 
 
 def load_recipe(module_name: str) -> Recipe:

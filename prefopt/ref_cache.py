@@ -15,6 +15,7 @@ import os
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
+from prefopt.compat.datasets import cache_file_path, fingerprint, flat
 from prefopt.data.cache import content_hash
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def content_keyed(dataset: Dataset) -> Dataset:
     """The same rows and files under a fingerprint that depends only on their content."""
-    dataset = dataset.flatten_indices() if dataset._indices is not None else dataset
+    dataset = flat(dataset)
     return Dataset(dataset.data, info=dataset.info, split=dataset.split, fingerprint=content_hash(dataset))
 
 
@@ -32,9 +33,9 @@ class ContentKeyedReferenceCache:
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         dataset = content_keyed(dataset)
         # The file TRL looks for (same key as trl's DPOTrainer/KTOTrainer._precompute_ref_logps), to say which it is.
-        key = (dataset._fingerprint, self._precompute_model_hash)
+        key = (fingerprint(dataset), self._precompute_model_hash)
         key += (self.calculate_KL,) if hasattr(self, "calculate_KL") else ()  # KTO keys by its KL term too
-        cache_file = dataset._get_cache_file_path(Hasher.hash(key))
+        cache_file = cache_file_path(dataset, Hasher.hash(key))
         reused = os.path.exists(cache_file)
         result = super()._precompute_ref_logps(dataset, name, batch_size)
         log.info(

@@ -88,3 +88,11 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
+
+
+def method_label(method: Mapping) -> str:
+    """A method config's name with the loss terms it adds after its first spelled out: dpo with loss_type
+    [sigmoid, sft] is dpo+sft, ipo with [ipo, sft] ipo+sft; a single loss, or none, is the name alone."""
+    losses = method.get("loss_type")
+    extra = [] if losses is None or isinstance(losses, str) else [str(loss) for loss in list(losses)[1:]]
+    return "+".join([str(method["name"]), *extra])

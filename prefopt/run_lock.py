@@ -59,6 +59,7 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # a stage's folder inside the run directory is new
         for _ in range(3):  # a lock found stale is removed and the create tried again
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from prefopt.compat.models import replace_forward
+
 _ACTIVE: contextvars.ContextVar[SharedPromptRows | None] = contextvars.ContextVar("shared_prompt_rows", default=None)
 # Attention implementations that take a custom 4D mask as it is: sdpa a boolean one, eager an additive one.
 MASKABLE_ATTENTION = ("sdpa", "eager")
@@ -254,6 +256,6 @@ def add_shared_prompt_backbone(model) -> bool:
         outputs.last_hidden_state = layout.to_pair_rows(outputs.last_hidden_state)
         return outputs
 
-    backbone.forward = forward
+    replace_forward(backbone, forward)
     backbone._shares_prompt = True
     return True

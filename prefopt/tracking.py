@@ -157,15 +157,12 @@ def _guard_module_calls(wandb) -> None:
 
     wandb.init binds them to the new run, so this runs after each init.
     """
-    for name in ("log", "alert"):
-        fn = getattr(wandb, name)
-        if not getattr(fn, "_prefopt_guarded", False):
-            setattr(wandb, name, tolerate_wandb_errors(f"wandb.{name}")(fn))
+    from prefopt.compat.wandb import wrap_module_calls
+
+    wrap_module_calls(wandb, lambda name, fn: tolerate_wandb_errors(f"wandb.{name}")(fn))
 
 
-def _guarded_wandb_callback():
-    from transformers.integrations.integration_utils import WandbCallback
-
+def _guarded_wandb_callback(WandbCallback):  # noqa: N803 (a class)
     events = {k: v for k, v in vars(WandbCallback).items() if callable(v) and (k == "setup" or k.startswith("on_"))}
 
     def wrap(name, method):
@@ -183,9 +180,7 @@ def _guarded_wandb_callback():
 
 
 def guard_trainer_logging() -> None:
-    """Have `report_to=["wandb"]` build the guarded callback: transformers looks it up in INTEGRATION_TO_CALLBACK."""
-    from transformers.integrations import integration_utils
+    """Have `report_to=["wandb"]` build the guarded callback."""
+    from prefopt.compat.transformers import use_integration_callback
 
-    current = integration_utils.INTEGRATION_TO_CALLBACK.get("wandb")
-    if current is not None and current.__name__ != "GuardedWandbCallback":
-        integration_utils.INTEGRATION_TO_CALLBACK["wandb"] = _guarded_wandb_callback()
+    use_integration_callback("wandb", _guarded_wandb_callback)

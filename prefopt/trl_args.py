@@ -14,9 +14,11 @@ from prefopt.errors import RecipeError
 
 if TYPE_CHECKING:
     from prefopt.model_setup import ModelSetup
+    from prefopt.recipe import Recipe
 
-# Keys of conf/method/*.yaml and of train: that are the launcher's, not the TRL config's.
-METHOD_KEYS = ("name", "recipe", "share_prompt")
+# Keys of every conf/method/*.yaml and of train: that are the launcher's, not the TRL config's; a recipe adds its own
+# (Recipe.own_keys).
+METHOD_KEYS = ("name", "recipe", "stages")
 TRAIN_KEYS = ("resume",)
 
 
@@ -26,11 +28,12 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.method.name}-{cfg.model.name}" + (f"-beta{beta}" if beta is not None else "")
 
 
-def trl_kwargs(cfg: DictConfig, setup: ModelSetup) -> dict[str, Any]:
+def trl_kwargs(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> dict[str, Any]:
     """cfg.train plus the method's hyperparameters, with precision and device from `setup` and reporting from
     the logger."""
+    launcher_keys = (*METHOD_KEYS, *recipe.own_keys)
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items() if k not in TRAIN_KEYS}
-    kwargs.update({k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in METHOD_KEYS})
+    kwargs.update({k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in launcher_keys})
     kwargs["bf16"] = setup.precision == "bf16"
     kwargs["fp16"] = setup.precision == "fp16"
     kwargs["use_cpu"] = setup.use_cpu
@@ -43,23 +46,33 @@ def trl_kwargs(cfg: DictConfig, setup: ModelSetup) -> dict[str, Any]:
     return kwargs
 
 
-def resolve_precompute(cfg: DictConfig, train_rows: int, processes: int = 1) -> bool | None:
+def resolve_precompute(cfg: DictConfig, recipe: Recipe, train_rows: int, processes: int = 1) -> bool | None:
     """`method.precompute_ref_log_probs: auto` becomes true when the run trains on every row at least once, where one
-    reference pass over the rows before training costs less than one per step; false for a few steps over many rows.
-    Returns the value it set (None when the method has no such key or it is not auto)."""
+    reference pass over the rows before training costs less than one per step, and in every job of a multirun sweep
+    of a recipe with a reference (the jobs share one cached pass: prefopt.ref_cache); false for a few steps over many
+    rows. Returns the value it set (None when the method has no such key or it is not auto)."""
     if cfg.method.get("precompute_ref_log_probs") != "auto":
         return None
     train = cfg.train
     rows_trained = train.max_steps * train.per_device_train_batch_size * train.gradient_accumulation_steps * processes
-    precompute = train.max_steps <= 0 or rows_trained >= train_rows
+    precompute = train.max_steps <= 0 or rows_trained >= train_rows or (recipe.uses_reference and _in_sweep())
     with open_dict(cfg):
         cfg.method.precompute_ref_log_probs = precompute
     return precompute
 
 
-def make_config(config_class: type, cfg: DictConfig, setup: ModelSetup):
-    """Instantiate `config_class` after checking every key against it; all problems come in one block."""
-    kwargs = trl_kwargs(cfg, setup)
+def _in_sweep() -> bool:
+    """This process is one job of a Hydra multirun (`-m`, `make sweep-beta`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def make_config(recipe: Recipe, cfg: DictConfig, setup: ModelSetup):
+    """Instantiate the recipe's TRL config class after checking every key against it; all problems in one block."""
+    config_class = recipe.config_class
+    kwargs = trl_kwargs(cfg, recipe, setup)
     problems = _field_problems(config_class, kwargs, cfg.method.name)
     if problems:
         raise RecipeError(f"{config_class.__name__}:\n  - " + "\n  - ".join(problems))

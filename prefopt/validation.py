@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from prefopt.errors import RecipeError
 from prefopt.model_setup import ModelSetup
 from prefopt.recipe import Recipe
+from prefopt.trl_args import make_config
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ def problems(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> list[str]:
     if not recipe.uses_reference and cfg.method.get("ref_model"):
         found.append(f"method={cfg.method.name} trains without a reference model: remove method.ref_model.")
     found += _reference_problems(cfg, recipe, setup)
+    if recipe.config_problems is not None:
+        found += recipe.config_problems(cfg, recipe, setup)
     if cfg.precision in ("bf16", "fp16") and not torch.cuda.is_available():
         found.append(f"precision={cfg.precision} needs a GPU; on CPU use precision=auto (fp32).")
     if cfg.precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
@@ -112,7 +115,7 @@ def problems(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> list[str]:
     if recipe.data_format == "unpaired" and _is_number(batch) and batch < 2:
         found.append("train.per_device_train_batch_size must be >= 2 for KTO: its KL reference point mixes the batch.")
     try:
-        recipe.build_config(cfg, setup)
+        make_config(recipe, cfg, setup)
     except RecipeError as exc:
         title, *items = str(exc).splitlines()
         found.extend(

@@ -31,4 +31,5 @@ RECIPE = Recipe(
     loss_at_start=sigmoid_dpo_start,  # ln 2 for loss_type [sigmoid]
     logged_metrics=(*PAIR_METRICS, "logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy"),
     fused_lm_head=True,  # TRL's chunked head (or prefopt.lm_head on CPU): the logits are never held whole
+    own_keys=("share_prompt",),  # read by build_trainer above, not a DPOConfig field
 )

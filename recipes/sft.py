@@ -33,4 +33,5 @@ RECIPE = Recipe(
     # tokens that are the model's top-1 prediction, on completion tokens; num_tokens counts every token trained on.
     logged_metrics=("entropy", "mean_token_accuracy", "num_tokens"),
     fused_lm_head=True,  # TRL's chunked head (or prefopt.lm_head on CPU): the logits are never held whole
+    own_keys=("share_prompt",),  # read by build_trainer above, not an SFTConfig field
 )

@@ -6,15 +6,18 @@ Runs each method once per seed (same overrides, so the same steps, batch, learni
 outputs/compare/<time>). Every number comes from the runs' eval.json and metrics.json: held-out pass rate and
 right-content rate (the right answer in any format) before and after, overall and per kind, reward accuracy, KL and
 wall time; over seeds, the mean and its standard error. Choose settings with `dataset.eval_split=validation`.
-sft->dpo runs scripts/train_sft_then.py (two stages in one run directory), online-dpo scripts/online_dpo.py.
+Every method trains through scripts/train.py; a method in stages (sft-dpo) is read from its stage folders.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -25,6 +28,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from prefopt import reports
+from prefopt.config import compose_config, override_key
 from prefopt.errors import RecipeError
 from prefopt.run_files import EVAL_FILE, METRICS_FILE
 
@@ -32,39 +36,67 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
-class Method:
-    """How to train one compared method: a script, the overrides that select the method, and (for multi-stage
-    recipes) the stage subfolders of its run directory, first to last: "before" is read from the first stage's
-    reference, "after" from the last stage's policy, wall time is summed over stages."""
+class Compared:
+    """One entry of --methods: a method config of conf/method/, trained with its own overrides too, shown as `label`.
+    A method in stages (sft-dpo) keeps one folder per stage: "before" is read from the first stage's reference,
+    "after" from the last stage's policy, wall time is summed over stages."""
 
-    script: str
-    overrides: tuple[str, ...]
-    stages: tuple[str, ...] = ()
-    config: str = ""  # conf/ file that must exist for the method to be offered
-    dir_option: str = ""  # how the script is told its run directory: "" for Hydra's hydra.run.dir=, else an option
+    label: str
+    method: str
+    overrides: tuple[str, ...] = ()
 
     def command(self, run_dir: Path, shared: list[str]) -> list[str]:
-        where = [self.dir_option, str(run_dir)] if self.dir_option else [f"hydra.run.dir={run_dir}"]
-        return [sys.executable, str(REPO / self.script), *self.overrides, *shared, *where]
+        train = REPO / "scripts" / "train.py"
+        return [
+            sys.executable,
+            str(train),
+            f"method={self.method}",
+            *self.overrides,
+            *shared,
+            f"hydra.run.dir={run_dir}",
+        ]
 
     def stage_dirs(self, run_dir: Path) -> list[Path]:
-        return [run_dir / stage for stage in self.stages] or [run_dir]
+        from prefopt.stages import stage_names
+
+        method = compose_config(f"method={self.method}", *self.overrides).method
+        return [run_dir / stage for stage in stage_names(method)] or [run_dir]
 
 
-METHODS = {
-    "dpo": Method("scripts/train.py", ("method=dpo", "method.loss_type=[sigmoid]"), config="method/dpo.yaml"),
-    "dpo+sft": Method("scripts/train.py", ("method=dpo", "method.loss_type=[sigmoid,sft]"), config="method/dpo.yaml"),
-    "ipo": Method("scripts/train.py", ("method=ipo", "method.loss_type=[ipo]"), config="method/ipo.yaml"),
-    "ipo+sft": Method("scripts/train.py", ("method=ipo", "method.loss_type=[ipo,sft]"), config="method/ipo.yaml"),
-    "kto": Method("scripts/train.py", ("method=kto",), config="method/kto.yaml"),
-    "orpo": Method("scripts/train.py", ("method=orpo",), config="method/orpo.yaml"),
-    "simpo": Method("scripts/train.py", ("method=simpo",), config="method/simpo.yaml"),
-    "sft": Method("scripts/train.py", ("method=sft",), config="method/sft.yaml"),
-    "sft->dpo": Method(
-        "scripts/train_sft_then.py", ("dpo",), stages=("sft", "dpo"), config="method/sft.yaml", dir_option="--dir"
-    ),
-    "online-dpo": Method("scripts/online_dpo.py", (), config="online_dpo.yaml"),
-}
+@functools.cache
+def available_methods() -> list[str]:
+    """The method configs whose recipe trains a policy (a reward model answers nothing to compare)."""
+    from prefopt.recipe import load_recipe
+
+    names = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
+    configs = {name: compose_config(f"method={name}").method for name in names}
+    # Importing the trainers prints "[INFO] Running in WANDB offline mode" (transformers) where --json needs stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        return [name for name, method in configs.items() if not load_recipe(method.recipe).trains_reward_model]
+
+
+def parse_methods(text: str) -> list[Compared]:
+    """`dpo,orpo,plain-dpo=dpo:method.loss_type=[sigmoid]`: method configs, each optionally `label=method` with
+    overrides of its own after colons (commas inside [...] belong to an override)."""
+    entries = [e.strip() for e in re.split(r",(?![^\[]*\])", text) if e.strip()]
+    if not entries:
+        raise RecipeError("--methods: none given; e.g. --methods dpo,orpo.")
+    known, compared = available_methods(), []
+    for entry in entries:
+        head, *overrides = entry.split(":")
+        label, _, method = head.rpartition("=") if "=" in head else (head, "", head)
+        if method not in known:
+            raise RecipeError(f"--methods: unknown {method} in {entry}; choose from {', '.join(known)}.")
+        compared.append(Compared(label, method, tuple(overrides)))
+    labels = [c.label for c in compared]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise RecipeError(
+            f"--methods: {', '.join(twice)} given twice; label variants: plain-dpo=dpo:method.loss_type=[sigmoid]."
+        )
+    return compared
+
+
 SUMMARY = [  # (key, header): one row per method, mean +- standard error over seeds
     ("method", "method"),
     ("seeds", "seeds"),
@@ -79,27 +111,23 @@ SUMMARY = [  # (key, header): one row per method, mean +- standard error over se
 NUMBERS = [key for key, _ in SUMMARY[2:]]
 
 
-def available_methods() -> list[str]:
-    return [label for label, method in METHODS.items() if (REPO / "conf" / method.config).is_file()]
-
-
 def run_dir_name(label: str) -> str:
     return label.replace("+", "-").replace("->", "-")
 
 
-def train_one(label: str, seed: int, shared: list[str], out: Path) -> Path:
-    """One run of `label` with train.seed=`seed`; its console output goes to <out>/<method>/seed-<seed>.log."""
-    run_dir = out / run_dir_name(label) / f"seed-{seed}"
+def train_one(compared: Compared, seed: int, shared: list[str], out: Path) -> Path:
+    """One run of `compared` with train.seed=`seed`; its console output goes to <out>/<label>/seed-<seed>.log."""
+    run_dir = out / run_dir_name(compared.label) / f"seed-{seed}"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    command = METHODS[label].command(run_dir, [*shared, f"train.seed={seed}"])
+    command = compared.command(run_dir, [*shared, f"train.seed={seed}"])
     with run_dir.with_suffix(".log").open("w") as console:
         subprocess.run(command, cwd=REPO, stdout=console, stderr=subprocess.STDOUT, env={**os.environ}, check=False)
     return run_dir
 
 
-def read_run(label: str, seed: int, run_dir: Path) -> dict:
+def read_run(compared: Compared, seed: int, run_dir: Path) -> dict:
     """One run's record, straight from its stages' metrics.json and eval.json (None where absent or unreadable)."""
-    stages = METHODS[label].stage_dirs(run_dir)
+    stages = compared.stage_dirs(run_dir)
     metrics = [reports.read_json(stage / METRICS_FILE) for stage in stages]
     first_eval, last_eval = reports.read_json(stages[0] / EVAL_FILE), reports.read_json(stages[-1] / EVAL_FILE)
     status, error = "completed", None
@@ -113,7 +141,7 @@ def read_run(label: str, seed: int, run_dir: Path) -> dict:
         status, error = "no eval.json", "eval_generation is off or the dataset is not the built-in one"
     generation_before, generation_after = (first_eval or {}).get("generation"), (last_eval or {}).get("generation")
     record = {
-        "method": label,
+        "method": compared.label,
         "seed": seed,
         "run_dir": str(run_dir),
         "status": status,
@@ -246,7 +274,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def one_budget(overrides: list[str]) -> list[str]:
     """The overrides, with conf/train.yaml's train.max_steps made explicit unless given: a method with a budget of
     its own (conf/budget/, pulled in by its method config) would otherwise train longer than the others."""
-    if any(o.split("=")[0].lstrip("+~") == "train.max_steps" for o in overrides):
+    if any(override_key(o) == "train.max_steps" for o in overrides):
         return overrides
     return [*overrides, f"train.max_steps={OmegaConf.load(REPO / 'conf' / 'train.yaml').train.max_steps}"]
 
@@ -265,8 +293,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--methods",
-        default=",".join(available_methods()),
-        help=f"comma-separated, from {', '.join(METHODS)} (default: all with a config)",
+        help="comma-separated method configs (default: every one that trains a policy); label=method:override:... "
+        "adds a variant, e.g. plain-dpo=dpo:method.loss_type=[sigmoid]",
     )
     parser.add_argument("--seeds", default="42", help="comma-separated train.seed values, one run each (default 42)")
     parser.add_argument("--out", type=Path, help="output folder (default outputs/compare/<time>)")
@@ -275,7 +303,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     unknown = [o for o in overrides if o.startswith("--")]
     if unknown:
         parser.error(f"unknown option(s) {' '.join(unknown)}; Hydra overrides look like key=value")
-    seeded = [o for o in overrides if o.split("=")[0].lstrip("+~") == "train.seed"]
+    seeded = [o for o in overrides if override_key(o) == "train.seed"]
     if seeded:
         parser.error(f"{seeded[0]}: give seeds with --seeds (one run per seed), not as an override")
     return args, overrides
@@ -284,25 +312,21 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
     try:
-        labels = [m.strip() for m in args.methods.split(",") if m.strip()]
-        bad = [m for m in labels if m not in available_methods()]
-        if bad or not labels:
-            raise RecipeError(
-                f"--methods: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(available_methods())}."
-            )
+        methods = parse_methods(args.methods or ",".join(available_methods()))
         seeds = parse_seeds(args.seeds)
         out = args.out or REPO / "outputs" / "compare" / time.strftime("%Y-%m-%d_%H-%M-%S")
-        taken = [run_dir_name(m) for m in labels if (out / run_dir_name(m)).exists()]
+        taken = [run_dir_name(m.label) for m in methods if (out / run_dir_name(m.label)).exists()]
         if taken:
             raise RecipeError(f"{out} already holds run(s) {', '.join(taken)}: pick a new --out.")
         out.mkdir(parents=True, exist_ok=True)
         logger = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("logger=")), "wandb")
         shared = one_budget(overrides) + ([f"logger.group=compare-{out.name}"] if logger == "wandb" else [])
         records = []
-        for label in labels:
+        for compared in methods:
             for seed in seeds:
-                print(f"training {label} seed {seed} -> {out / run_dir_name(label)}/seed-{seed}", file=sys.stderr)
-                records.append(read_run(label, seed, train_one(label, seed, shared, out)))
+                where = out / run_dir_name(compared.label) / f"seed-{seed}"
+                print(f"training {compared.label} seed {seed} -> {where}", file=sys.stderr)
+                records.append(read_run(compared, seed, train_one(compared, seed, shared, out)))
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,17 +35,15 @@ FIELDS = [
 
 
 def method_label(run_dir: Path, metrics: dict) -> str:
-    """The method's name, with extra DPO loss terms spelled out (dpo+sft), from the run's config.yaml."""
+    """The method as its run's config.yaml describes it (reports.method_label), else metrics.json's name."""
     import yaml
 
-    name = str(metrics.get("method", "?"))
     config_path = run_dir / CONFIG_FILE
     if config_path.is_file():
         method = (yaml.safe_load(config_path.read_text()) or {}).get("method") or {}
-        losses = method.get("loss_type")
-        if name == "dpo" and isinstance(losses, list) and losses != ["sigmoid"]:
-            return "+".join([name] + [loss for loss in losses if loss != "sigmoid"])
-    return name
+        if method.get("name"):
+            return reports.method_label(method)
+    return str(metrics.get("method", "?"))
 
 
 def read_points(sweep_dir: Path) -> list[dict]:

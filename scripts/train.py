@@ -1,7 +1,8 @@
-"""Train one preference-optimization recipe: `python scripts/train.py method=dpo model=smollm2-135m`.
+"""Train one method: `python scripts/train.py method=dpo model=smollm2-135m` (`make train-dpo`).
 
-Override anything Hydra knows (`method.beta=0.05 train.max_steps=20 peft=none logger=none`), or sweep
-with `-m method.beta=0.05,0.1`. Writes config.yaml, metrics.json, model/ and train.log to the run directory.
+Override anything Hydra knows (`method.beta=0.05 train.max_steps=20 peft=none logger=none`), or sweep with
+`-m method.beta=0.05,0.1`. Writes config.yaml, metrics.json, model/, eval.json and train.log to the run directory
+(a method with stages, e.g. sft-dpo, one such folder per stage inside it).
 """
 
 from __future__ import annotations
@@ -17,129 +18,39 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from transformers import set_seed
 
-from prefopt.adapters import build_policy_and_reference, quantization_config
-from prefopt.callbacks import build_callbacks
-from prefopt.checkpoints import resolve_resume, resume_command, stop_cleanly_when_disk_full
-from prefopt.data import load_splits
-from prefopt.data.cache import on_disk
-from prefopt.data.checks import drop_unusable
-from prefopt.data.report import log_summary
-from prefopt.distributed import is_main_process, quiet_other_ranks, undo_evaluation_preparation
-from prefopt.errors import RecipeError, RunInterrupted
+from prefopt.checkpoints import raise_if_stopped_by_signal, stop_cleanly_when_disk_full
+from prefopt.distributed import quiet_other_ranks, undo_evaluation_preparation
+from prefopt.errors import RecipeError
 from prefopt.evaluation import evaluate_after_training
-from prefopt.memory import dry_run, fit_hardware
-from prefopt.model_setup import resolve_model_setup
-from prefopt.models import check_available, load_tokenizer
-from prefopt.recipe import load_recipe
-from prefopt.run_files import (
-    LOG_HISTORY_FILE,
-    METRICS_FILE,
-    MODEL_DIR,
-    evaluate_before_training,
-    refuse_existing_run,
-    save_config,
-    write_json,
-)
+from prefopt.memory import dry_run
+from prefopt.run import plan_run, prepare_run, resolve_plan
+from prefopt.run_files import evaluate_before_training, record_failed_job, run_metrics, save_model, write_metrics
 from prefopt.run_lock import RunLock
-from prefopt.tracking import finish_wandb, start_wandb
-from prefopt.trl_args import resolve_precompute, run_name
-from prefopt.validation import check_sections, validate
+from prefopt.stages import stages
+from prefopt.tracking import finish_wandb
 
 log = logging.getLogger("train")
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
-    check_sections(cfg)
-    recipe = load_recipe(cfg.method.recipe)
-    setup = resolve_model_setup(cfg, recipe)  # policy, reference, adapters, precision, processes: decided once
-    fit_hardware(cfg, recipe, setup)  # hardware=24gb|40gb|80gb: micro-batch, accumulation, checkpointing
-    validate(cfg, recipe, setup)
+    plan = plan_run(cfg)  # the recipe and its models, every config rule checked: a typo fails in seconds
     with RunLock(run_dir):  # a second run into this directory stops here; released however this one ends
-        return _train(cfg, run_dir, recipe, setup, started)
-
-
-def _train(cfg: DictConfig, run_dir: Path, recipe, setup, started: float) -> dict:
-    checkpoint = resolve_resume(cfg.train.resume, run_dir)
-    refuse_existing_run(run_dir, resuming=checkpoint is not None)
-    check_available(cfg.model)
-    save_config(cfg, run_dir)
-
-    tokenizer = load_tokenizer(cfg.model)
-    # The data before the weights: data that does not fit the method (SFT rows for DPO, ...) stops in seconds.
-    train_data, eval_data = load_splits(cfg.dataset, recipe.data_format)
-    log.info("data: %d train / %d eval rows (%s)", len(train_data), len(eval_data), recipe.data_format)
-    log_summary(train_data, eval_data, tokenizer, cfg.train.max_length)
-    train_data, eval_data = drop_unusable(train_data, eval_data, tokenizer, cfg.train.max_length)
-    if resolve_precompute(cfg, len(train_data), setup.processes) is not None:  # method.precompute_ref_log_probs=auto
-        save_config(cfg, run_dir)
-    train_data, eval_data = on_disk(train_data, "train"), on_disk(eval_data, "eval")  # lets TRL's caches persist
-    quant_config = quantization_config(cfg.peft, setup.precision)
-    model, ref_model, peft_config = build_policy_and_reference(cfg, setup, quant_config)
-
-    start_wandb(cfg, run_dir, run_name(cfg))
-    set_seed(cfg.train.seed)  # LoRA initialization, dropout and data order: the same run for the same seed
-    callbacks = build_callbacks(cfg, recipe)
-    trainer = recipe.build_trainer(
-        cfg,
-        args=recipe.build_config(cfg, setup),
-        model=model,
-        ref_model=ref_model,
-        tokenizer=tokenizer,
-        train_dataset=train_data,
-        eval_dataset=eval_data,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
-    before = evaluate_before_training(trainer, run_dir) if cfg.eval_before_training else {}
-    undo_evaluation_preparation(trainer)  # else DDP skips its gradient sync when no reference model was prepared
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    resume = resume_command(overrides, run_dir)
-    with stop_cleanly_when_disk_full(run_dir, resume):
-        train_metrics = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None).metrics
-    guard = callbacks[0]
-    if guard.stopped_by_signal:
-        raise RunInterrupted(
-            f"stopped by {guard.stop_signal.name} at step {trainer.state.global_step} after saving a checkpoint; "
-            f"continue with\n  {resume}",
-            exit_code=128 + guard.stop_signal,
-        )
-    after = trainer.evaluate(metric_key_prefix="eval")
-    status = run_status(callbacks)
-    if status == "completed":
-        trainer.save_model(str(run_dir / MODEL_DIR))
-        if is_main_process():
-            tokenizer.save_pretrained(str(run_dir / MODEL_DIR))
-    else:  # broken weights are not a model: what is kept is the last complete checkpoint, if one was saved
-        log.error("%s: model/ not saved; complete checkpoints in %s are the last good weights", status, run_dir)
-
-    metrics = {
-        "method": cfg.method.name,
-        "model": cfg.model.name,
-        "dataset": cfg.dataset.name,
-        "peft": cfg.peft.name,
-        "beta": cfg.method.get("beta"),
-        "precision": setup.precision,
-        "status": status,
-        **train_metrics,
-        **after,
-        "before_training": before,
-        "wall_time_s": round(time.time() - started, 1),
-    }
-    write_json(run_dir / METRICS_FILE, metrics)
-    write_json(run_dir / LOG_HISTORY_FILE, {"log_history": trainer.state.log_history})
-    if is_main_process() and status == "completed":
-        evaluate_after_training(cfg, recipe, setup, trainer, ref_model, tokenizer, run_dir)  # eval.json
+        run = prepare_run(cfg, run_dir, plan)  # config.yaml, tokenizer, data, models, W&B, the recipe's trainer
+        before = evaluate_before_training(run) if cfg.eval_before_training else {}
+        undo_evaluation_preparation(run.trainer)  # else DDP skips its gradient sync when no reference was prepared
+        with stop_cleanly_when_disk_full(run_dir):
+            train_metrics = run.train()  # TRL's trainer.train(), or the recipe's own loop (online DPO's rounds)
+        raise_if_stopped_by_signal(run)  # SIGTERM or Ctrl-C saved a checkpoint: stop here, saying how to continue
+        after = run.evaluate()  # TRL's eval_ metrics on the held-out split
+        status = save_model(run)  # model/ only when training completed (not stopped by the health monitor)
+        metrics = run_metrics(run, status, train_metrics, before, after, wall_time_s=time.time() - started)
+        write_metrics(run, metrics)  # metrics.json and log_history.json
+        if status == "completed":
+            evaluate_after_training(run)  # held-out answers of policy and reference, eval.json
     log.info("run directory: %s", run_dir)
     return metrics
-
-
-def run_status(callbacks: list) -> str:
-    """completed, or why a callback (the training-health monitor) stopped the run early."""
-    reasons = [c.stopped_reason for c in callbacks if getattr(c, "stopped_reason", None)]
-    return f"stopped: {reasons[0]}" if reasons else "completed"
 
 
 def sweep_objective(metrics: dict, name: str) -> float:
@@ -159,25 +70,21 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     prefopt.console.setup(cfg)  # third-party output: train.log only, unless verbose=true
     quiet_other_ranks()
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if cfg.dry_run:
-            return dry_run(cfg, run_dir)
+            return dry_run(cfg, run_dir, resolve_plan(cfg))
         prefopt.console.log_run_summary(cfg, run_dir)
-        metrics = train(cfg, run_dir)
-        finish_wandb(0)
+        for stage in stages(cfg, run_dir):  # one for most methods; each of method.stages in a folder of its own
+            metrics = train(stage.cfg, stage.run_dir)
+            finish_wandb(0)
         return sweep_objective(metrics, cfg.optimized_metric)
     except Exception as exc:
         finish_wandb(1)
-        reason = str(exc) if isinstance(exc, RecipeError) else f"{type(exc).__name__}: {exc}"
-        if multirun:
-            # One failed job must not end the sweep: record it and let the others run.
-            log.exception("job failed: %s", reason)
-            if not isinstance(exc, RunInterrupted) and not (run_dir / METRICS_FILE).exists():
-                write_json(run_dir / METRICS_FILE, {"status": "failed", "error": reason, "method": cfg.method.name})
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # one failed job must not end the sweep: record it, go on
+            record_failed_job(run_dir, cfg, exc)
             return None
         if isinstance(exc, RecipeError):
-            log.error("%s", reason)
+            log.error("%s", exc)
             sys.exit(exc.exit_code)
         raise
     except KeyboardInterrupt:  # a second Ctrl-C during training, or one before it starts: stop now, no checkpoint

@@ -15,13 +15,14 @@ import shutil
 import pyarrow as pa
 from datasets import Dataset, load_from_disk
 
+from prefopt.compat.datasets import flat
 from prefopt.models import cache_dir
 
 
 def content_hash(dataset: Dataset) -> str:
     """A hash of the rows themselves (Arrow IPC bytes), the same in every process and for every file holding them."""
     digest = hashlib.sha256()
-    table = dataset.flatten_indices().data.table if dataset._indices is not None else dataset.data.table
+    table = flat(dataset).data.table
     for batch in table.to_batches(max_chunksize=8192):
         batch = batch.replace_schema_metadata(None)  # datasets keeps its lineage fingerprint there
         sink = pa.BufferOutputStream()

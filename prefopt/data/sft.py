@@ -50,5 +50,5 @@ def refuse_for_preferences(ds: Dataset, name: str, data_format: str) -> None:
     raise RecipeError(
         f"dataset '{name}' holds SFT rows (prompt, completion: no chosen/rejected, no label), but this method "
         f"trains on preferences and needs {needs}. Train on it with method=sft (`make train-sft`), then run this "
-        f"method on preference data, or both at once with `make train-sft-then`."
+        f"method on preference data, or both at once with `make train-sft-dpo`."
     )

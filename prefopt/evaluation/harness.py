@@ -63,8 +63,9 @@ class HarnessTasks:
 def _local_entries(paths: list[Path]) -> list[str]:
     """The tasks and groups defined by YAML files under `paths`, without the tasks a group there already runs
     (the harness refuses one task requested twice)."""
-    from lm_eval.tasks._index import Kind, TaskIndex
+    from prefopt.compat.lm_eval import task_index
 
+    Kind, TaskIndex = task_index()  # noqa: N806 (classes)
     index = TaskIndex.build(paths)
     grouped = set()
     for entry in index.values():
@@ -115,8 +116,9 @@ def resolve_tasks(spec: str | list[str]) -> HarnessTasks:
 
 
 def _yaml_task_name(path: Path) -> str:
-    from lm_eval.tasks._index import TaskIndex
+    from prefopt.compat.lm_eval import task_index
 
+    _, TaskIndex = task_index()  # noqa: N806 (a class)
     try:
         entry = TaskIndex.entry_from_path(path)
     except Exception as exc:  # the harness raises whatever its YAML loader or shape check does

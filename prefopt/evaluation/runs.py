@@ -19,7 +19,6 @@ from prefopt.evaluation.logprobs import pair_metrics
 from prefopt.evaluation.models import PolicyAndReference, _device
 from prefopt.evaluation.report import format_report, log_to_wandb
 from prefopt.evaluation.scoring import generation_metrics, heldout_tasks
-from prefopt.model_setup import ModelSetup
 from prefopt.recipe import Recipe
 from prefopt.run_files import EVAL_FILE, METRICS_FILE, write_json
 
@@ -178,15 +177,18 @@ def pairs_from_trainer_metrics(cfg: DictConfig, recipe: Recipe, metrics: dict) -
     return pairs
 
 
-def evaluate_after_training(
-    cfg: DictConfig, recipe: Recipe, setup: ModelSetup, trainer, ref_model, tokenizer, run_dir: Path
-) -> dict | None:
-    """The launcher's last step on the built-in task: evaluate, write eval.json, print before/after, log to W&B.
+def evaluate_after_training(run) -> dict | None:
+    """The launcher's last step (a prefopt.run.PreparedRun that trained): evaluate on the held-out split, write
+    eval.json, print before/after, log to W&B.
 
-    `ref_model` is the trainer's (None where TRL needed no second model); prefopt.adapters.reference_for_evaluation
-    turns it into what the policy is measured against."""
+    The trainer's reference model (None where TRL needed no second model) becomes what the policy is measured
+    against through prefopt.adapters.reference_for_evaluation."""
     from prefopt.adapters import quantization_config, reference_for_evaluation
+    from prefopt.distributed import is_main_process
 
+    cfg, recipe, trainer, run_dir = run.cfg, run.recipe, run.trainer, Path(run.run_dir)
+    if not is_main_process():
+        return None
     if recipe.trains_reward_model:
         # A reward model generates nothing and has no reference: its held-out pair accuracy is in metrics.json.
         log.info("no generation evaluation: method=%s trains a reward model (accuracy: metrics.json)", cfg.method.name)
@@ -200,10 +202,10 @@ def evaluate_after_training(
         return None
     settings = GenerationSettings.from_config(section, seed=cfg.train.seed)
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    quantization = quantization_config(cfg.peft, setup.precision)
-    ref_model = reference_for_evaluation(cfg, setup, ref_model, _device(policy), quantization)
-    pairs = pairs_from_trainer_metrics(cfg, recipe, json.loads((Path(run_dir) / METRICS_FILE).read_text()))
-    result = evaluate(cfg, PolicyAndReference(policy, ref_model), tokenizer, settings, pairs=pairs)
+    quantization = quantization_config(cfg.peft, run.setup.precision)
+    ref_model = reference_for_evaluation(cfg, run.setup, run.models.reference, _device(policy), quantization)
+    pairs = pairs_from_trainer_metrics(cfg, recipe, json.loads((run_dir / METRICS_FILE).read_text()))
+    result = evaluate(cfg, PolicyAndReference(policy, ref_model), run.tokenizer, settings, pairs=pairs)
     result["written_by"] = "scripts/train.py"
     write_eval(run_dir, result, force=True)
     log.info("held-out evaluation (%s):\n%s", EVAL_FILE, format_report(result, short=True))

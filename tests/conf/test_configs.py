@@ -6,6 +6,7 @@ from hydra.errors import ConfigCompositionException
 from prefopt.adapters import lora_config
 from prefopt.model_setup import resolve_model_setup
 from prefopt.recipe import load_recipe
+from prefopt.run import trl_config
 from prefopt.validation import validate
 from tests.conftest import CONF, compose_config
 
@@ -21,7 +22,7 @@ def test_every_option_composes_and_builds_its_trl_config(group, option):
     cfg = compose_config(f"{group}={option}")
     recipe = load_recipe(cfg.method.recipe)
     validate(cfg, recipe, resolve_model_setup(cfg, recipe))
-    args = recipe.build_config(cfg)
+    args = trl_config(cfg)
     assert args.output_dir and args.run_name.startswith(cfg.method.name)
     lora_config(cfg.peft)
     with open(CONF / group / f"{option}.yaml") as f:

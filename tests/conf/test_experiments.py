@@ -7,6 +7,7 @@ import pytest
 from prefopt.adapters import lora_config
 from prefopt.model_setup import resolve_model_setup
 from prefopt.recipe import load_recipe
+from prefopt.run import trl_config
 from prefopt.validation import validate
 from tests.conftest import CONF, compose_config
 
@@ -27,7 +28,7 @@ def test_experiment_composes_and_builds_its_trl_config(name):
     cfg = compose_config(f"experiment={name}")
     recipe = load_recipe(cfg.method.recipe)
     validate(cfg, recipe, resolve_model_setup(cfg, recipe))
-    args = recipe.build_config(cfg)  # a key TRL does not know fails here, naming it
+    args = trl_config(cfg)  # a key TRL does not know fails here, naming it
     assert args.beta == cfg.method.beta and args.learning_rate == cfg.train.learning_rate
     lora = lora_config(cfg.peft)
     assert (lora is None) == (cfg.peft.name == "none")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from prefopt.recipe import load_recipe
+from prefopt.run import trl_config
 from tests.conftest import CONF, compose_config
 
 
@@ -15,7 +15,7 @@ def test_the_four_choices_exist_and_base_is_the_default():
 @pytest.mark.parametrize("ref", ["base", "precomputed"])
 def test_precomputed_sets_trls_precompute_ref_log_probs(method, ref):
     cfg = compose_config(f"method={method}", f"ref={ref}")
-    assert load_recipe(cfg.method.recipe).build_config(cfg).precompute_ref_log_probs is (ref == "precomputed")
+    assert trl_config(cfg).precompute_ref_log_probs is (ref == "precomputed")
 
 
 def test_a_key_of_another_choice_is_an_error():

@@ -187,18 +187,15 @@ def check_script(script: str, args: list[str], created: dict[str, str]) -> None:
         raise DocError(f"{script} has no option {', '.join(unknown)}")
     if config is None:
         return
-    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    option_values = {args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--") and "=" not in a}
+    overrides = [a for a in args if "=" in a and not a.startswith("-") and a not in option_values]
     if script == "scripts/compare_methods.py":
-        compared = load_script(script).METHODS
-        methods = _option_value(args, "--methods") or ",".join(compared)
-        unknown = [m for m in methods.split(",") if m not in compared]
-        if unknown:
-            raise DocError(f"{script} compares no method {', '.join(unknown)}")
-        # A method another script trains (sft->dpo, online-dpo) gets the shared overrides on the default method.
-        runs = [
-            [*(compared[m].overrides if compared[m].script == "scripts/train.py" else ()), *overrides]
-            for m in methods.split(",")
-        ]
+        compare = load_script(script)
+        try:
+            methods = compare.parse_methods(_option_value(args, "--methods") or ",".join(compare.available_methods()))
+        except Exception as exc:  # RecipeError of the script's own module
+            raise DocError(f"{script}: {exc}") from None
+        runs = [[f"method={m.method}", *m.overrides, *overrides] for m in methods]
     else:
         runs = [[a for a in args if a in HYDRA_FLAGS] + overrides]
     for run in runs:

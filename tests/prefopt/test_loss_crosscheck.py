@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
+from prefopt.run import trl_config
 from recipes import dpo, orpo
 from tests.conftest import compose_config
 
@@ -55,7 +56,7 @@ def dpo_trainer(*overrides):
     train, held_out = load_splits(cfg.dataset, "paired")
     trainer = dpo.build_trainer(
         cfg,
-        args=dpo.RECIPE.build_config(cfg),
+        args=trl_config(cfg),
         model=perturbed_copy(cfg),
         ref_model=load_model(cfg.model, "fp32", seed=cfg.train.seed),
         tokenizer=load_tokenizer(cfg.model),
@@ -119,7 +120,7 @@ def test_orpo_loss_matches_trl():
     model = load_model(cfg.model, "fp32", seed=cfg.train.seed)
     trainer = orpo.build_trainer(
         cfg,
-        args=orpo.RECIPE.build_config(cfg),
+        args=trl_config(cfg),
         model=model,
         ref_model=None,
         tokenizer=load_tokenizer(cfg.model),

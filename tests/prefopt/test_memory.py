@@ -8,6 +8,7 @@ from prefopt.errors import RecipeError
 from prefopt.memory import Setup, estimate, fit_hardware, model_shape, pick, plan
 from prefopt.model_setup import resolve_model_setup
 from prefopt.recipe import load_recipe
+from prefopt.run import trl_config
 from prefopt.trl_args import trl_kwargs
 from tests.conftest import CONF, compose_config, recipe_and_setup
 
@@ -93,12 +94,12 @@ def test_preset_choice_reaches_the_trl_config_and_launcher_keys_do_not():
     )
     recipe = load_recipe(cfg.method.recipe)
     fit_hardware(cfg, recipe, resolve_model_setup(cfg, recipe))
-    args = recipe.build_config(cfg)
+    args = trl_config(cfg)
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 16
     expected = plan(cfg, recipe, resolve_model_setup(cfg, recipe)).choice
     chosen = (args.per_device_train_batch_size, args.activation_checkpointing)
     assert chosen == (expected.micro_batch, expected.checkpointing)
-    assert not {"hardware", "dry_run", "memory_gib", "headroom_gib"} & set(trl_kwargs(cfg, recipe_and_setup(cfg)[1]))
+    assert not {"hardware", "dry_run", "memory_gib", "headroom_gib"} & set(trl_kwargs(cfg, *recipe_and_setup(cfg)))
 
 
 def test_kto_keeps_at_least_two_rows_per_micro_batch():

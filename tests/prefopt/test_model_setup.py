@@ -2,6 +2,7 @@
 
 import pytest
 
+from prefopt.run import trl_config
 from tests.conftest import compose_config, recipe_and_setup
 
 
@@ -54,5 +55,5 @@ def test_the_reasons_name_the_choice():
 def test_the_trl_config_reads_precision_and_the_precomputed_reference_from_the_setup():
     cfg = compose_config("model=tiny-random", "ref=precomputed")
     recipe, setup = recipe_and_setup(cfg)
-    args = recipe.build_config(cfg, setup)
+    args = trl_config(cfg)
     assert args.precompute_ref_log_probs and args.use_cpu and not args.bf16 and not args.fp16

@@ -1,5 +1,6 @@
-"""prefopt/online_dpo.py in-process on the tiny random model: each round trains on pairs of the policy's own samples,
-against the base model; a round whose answers all tie trains nothing and says so; what the config refuses."""
+"""Online DPO (recipes/online_dpo.py, its rounds in prefopt/online_dpo.py) in-process through the launcher's train() on
+the tiny random model: each round trains on pairs of the policy's own samples, against the base model; a round whose
+answers all tie trains nothing and says so; what the config refuses."""
 
 import csv
 import json
@@ -14,11 +15,14 @@ from prefopt.config import compose_config
 from prefopt.data.pairs import RewardModel
 from prefopt.errors import RecipeError
 from prefopt.models import load_model
-from prefopt.online_dpo import COLUMNS, OnlineDPO
+from prefopt.online_dpo import COLUMNS
+from prefopt.run import plan_run
+from tests.conftest import load_script
 from tests.prefopt.data.test_pairs import build_tiny_reward_model
 
 # A random model ends an answer only by chance: let cut-off answers be chosen.
 TINY_ONLINE = [
+    "method=online-dpo",
     "model=tiny-random",
     "logger=none",
     "dataset.num_train=32",
@@ -29,20 +33,38 @@ TINY_ONLINE = [
     "online.max_new_tokens=10",
     "online.steps_per_round=2",
     "online.require_finished=false",
+    "online.eval_prompts=6",
     "eval_generation.max_prompts=8",
     "eval_generation.max_new_tokens=8",
+    "eval_before_training=false",
 ]
 
 
 def online_config(tmp_path, *overrides):
-    """conf/online_dpo.yaml as the script sees it inside its Hydra run (no hydra: section; the run directory set)."""
+    """The composed config as the launcher sees it inside its Hydra run (no hydra: section; the run directory set)."""
     base = [
         o for o in TINY_ONLINE if not (o.startswith("dataset.") and any(x.startswith("dataset=") for x in overrides))
     ]
-    cfg = compose_config(*base, *overrides, config_name="online_dpo", output_dir=str(tmp_path / "run"))
+    cfg = compose_config(*base, *overrides, output_dir=str(tmp_path / "run"))
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """train(cfg, run_dir) of scripts/train.py, recording the PreparedRun it trained."""
+    import prefopt.run
+
+    runs, prepare = [], prefopt.run.prepare_run
+    script = load_script("scripts/train.py")
+
+    def recording(*args, **kwargs):
+        runs.append(prepare(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(script, "prepare_run", recording)
+    return lambda cfg, run_dir: (script.train(cfg, run_dir), runs[-1])
 
 
 def read_jsonl(path):
@@ -67,18 +89,18 @@ def sampled(monkeypatch):
     return calls
 
 
-def test_each_round_trains_on_pairs_of_the_current_policys_own_samples_against_the_base(tmp_path, sampled):
+def test_each_round_trains_on_pairs_of_the_current_policys_own_samples_against_the_base(tmp_path, sampled, trained):
     reward_dir = build_tiny_reward_model(tmp_path / "rm")
     # Plain DPO (no SFT term), so that each round's first loss is ln 2.
     cfg = online_config(tmp_path, f"reward.model={reward_dir}", "method.loss_type=[sigmoid]")
     run_dir = tmp_path / "run"
-    online = OnlineDPO(cfg, run_dir)
-    metrics = online.run()
+    metrics, run = trained(cfg, run_dir)
+    policy = run.models.policy
 
-    assert metrics["status"] == "completed" and metrics["trained_rounds"] == 2
+    assert metrics["status"] == "completed" and metrics["trained_rounds"] == 2 and metrics["method"] == "online-dpo"
     # Round 1 sampled the starting model; round 2 the policy round 1 trained, the very object that trained on.
     assert len(sampled) == 2 and sampled[0]["adapters"] == set() and sampled[1]["adapters"] == {"default"}
-    assert sampled[1]["model"] is online.policy
+    assert sampled[1]["model"] is policy
     reward = RewardModel(str(reward_dir), device="cpu")
     for round_number, call in enumerate(sampled, start=1):
         round_dir = run_dir / f"round-{round_number}"
@@ -99,28 +121,32 @@ def test_each_round_trains_on_pairs_of_the_current_policys_own_samples_against_t
 
     # The reference stayed the base: TRL's frozen copy of the adapter ("ref") is gone, and with the adapter
     # disabled the policy computes what the untrained model computes.
-    assert set(online.policy.peft_config) == {"default"}
-    final = {name: p for name, p in online.policy.named_parameters() if "lora_" in name}
+    assert set(policy.peft_config) == {"default"}
+    final = {name: p for name, p in policy.named_parameters() if "lora_" in name}
     assert set(final) == set(sampled[1]["lora"]) and all(p.requires_grad for p in final.values())
     assert any(not torch.equal(final[name], sampled[1]["lora"][name]) for name in final)  # round 2 trained it on
     base = load_model(cfg.model, "fp32", seed=cfg.train.seed).eval()
     ids = torch.tensor([[5, 9, 20, 33, 41]])
-    with torch.no_grad(), online.policy.disable_adapter():
-        torch.testing.assert_close(online.policy(input_ids=ids).logits, base(input_ids=ids).logits)
-    assert "forward" not in vars(online.policy.get_base_model())  # no training patch left stacked on the model
+    with torch.no_grad(), policy.disable_adapter():
+        torch.testing.assert_close(policy(input_ids=ids).logits, base(input_ids=ids).logits)
     assert (run_dir / "model" / "adapter_config.json").is_file()
+    # The launcher's files, as after any training: the last round's trainer evaluated the held-out pairs.
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    assert evaluation["pairs"]["source"] == "trl (metrics.json)" and evaluation["generation"]["num_prompts"] == 8
+    assert metrics["eval_rewards/accuracies"] is not None and len(metrics["rounds_table"]) == 2
 
 
-def test_a_round_whose_answers_all_tie_trains_nothing_and_says_so(tmp_path, caplog):
+def test_a_round_whose_answers_all_tie_trains_nothing_and_says_so(tmp_path, caplog, trained):
     cfg = online_config(tmp_path)  # the built-in verifier: random text scores 0 everywhere
     run_dir = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="prefopt.online_dpo"):
-        metrics = OnlineDPO(cfg, run_dir).run()
+        metrics, _ = trained(cfg, run_dir)
     for round_number in (1, 2):
         assert f"round {round_number}: every prompt's 3 answers scored the same; nothing to train" in caplog.text
         assert (run_dir / f"round-{round_number}" / "pairs.jsonl").read_text() == ""
-    assert metrics["status"] == "nothing trained: every round's answers tied" and metrics["trained_rounds"] == 0
-    assert not (run_dir / "model").exists()  # no adapter was ever trained
+    assert metrics["status"] == "nothing trained" and metrics["trained_rounds"] == 0
+    assert "no round trained: every round's answers tied" in caplog.text
+    assert not (run_dir / "model").exists() and not (run_dir / "eval.json").exists()  # nothing trained
     with (run_dir / "rounds.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [row["round"] for row in rows] == ["1", "2"] and tuple(rows[0]) == COLUMNS
@@ -144,14 +170,14 @@ def test_prompts_rotate_through_the_pool_round_by_round():
         ("online.rounds=0", "online.rounds=0: must be a whole number >= 1"),
         ("+online.round=3", "online: unknown keys round"),
         ("online.top_p=0", "0 < top_p <= 1"),
-        ("method=orpo", "online DPO trains a paired method with a reference"),
         ("ref=precomputed", "ref=precomputed is not supported"),
-        ("method.precompute_ref_log_probs=true", "precompute_ref_log_probs must be auto or false"),
+        ("method.precompute_ref_log_probs=auto", "precompute_ref_log_probs must be false"),
         ("dataset=local", "dataset=local gives neither"),
+        ("reward.model=outputs/rm/no-such-run", "reward.model=outputs/rm/no-such-run does not exist"),
         ("train.learning_rate=-1", "learning_rate"),
     ],
 )
 def test_configs_the_loop_cannot_run_are_refused_before_anything_loads(tmp_path, override, message):
     with pytest.raises(RecipeError, match=message):
-        OnlineDPO(online_config(tmp_path, override), tmp_path / "run")
+        plan_run(online_config(tmp_path, override))  # the launcher's first step: nothing loaded, nothing written
     assert not (tmp_path / "run").exists()

@@ -10,6 +10,7 @@ from prefopt import shared_prompt
 from prefopt.adapters import lora_config
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
+from prefopt.run import trl_config
 from prefopt.trainers import FastDPOTrainer
 from recipes import dpo
 from tests.conftest import compose_config
@@ -174,7 +175,7 @@ def test_recipe_trainer_computes_each_prompt_once_with_trls_loss_and_gradients(b
         torch.manual_seed(0)
         trainer = trainer_class(
             model=load_model(cfg.model, "fp32", seed=0),
-            args=dpo.RECIPE.build_config(cfg),
+            args=trl_config(cfg),
             train_dataset=train,
             processing_class=load_tokenizer(cfg.model),
             peft_config=lora_config(cfg.peft),
@@ -211,7 +212,7 @@ def test_share_prompt_false_keeps_trls_layout(monkeypatch):
     train, _ = load_splits(cfg.dataset, "paired")
     trainer = dpo.build_trainer(
         cfg,
-        args=dpo.RECIPE.build_config(cfg),
+        args=trl_config(cfg),
         model=load_model(cfg.model, "fp32"),
         ref_model=None,
         tokenizer=load_tokenizer(cfg.model),
@@ -236,7 +237,7 @@ def test_shared_rows_of_length_grouped_ragged_pairs_are_over_90_percent_tokens()
     cfg = compose_config(*TINY, "train.max_length=1024", "+train.train_sampling_strategy=group_by_length")
     trainer = dpo.build_trainer(
         cfg,
-        args=dpo.RECIPE.build_config(cfg),
+        args=trl_config(cfg),
         model=load_model(cfg.model, "fp32"),
         ref_model=None,
         tokenizer=load_tokenizer(cfg.model),

@@ -11,6 +11,7 @@ from trl import DPOConfig, DPOTrainer, SFTTrainer
 from prefopt.adapters import lora_config
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
+from prefopt.run import trl_config
 from prefopt.trainers import FastDPOTrainer, FastSFTTrainer, PairLengthSampler, pair_lengths
 from recipes import dpo, sft
 from tests.conftest import compose_config
@@ -23,7 +24,7 @@ def one_step(trainer_class, cfg, train, recipe=dpo.RECIPE):
     torch.manual_seed(0)  # the same LoRA initialization
     trainer = trainer_class(
         model=load_model(cfg.model, "fp32", seed=0),
-        args=recipe.build_config(cfg),
+        args=trl_config(cfg),
         train_dataset=train,
         processing_class=load_tokenizer(cfg.model),
         peft_config=lora_config(cfg.peft),
@@ -105,7 +106,7 @@ def recipe_trainer(ragged, strategy):
     )
     return dpo.build_trainer(
         cfg,
-        args=dpo.RECIPE.build_config(cfg),
+        args=trl_config(cfg),
         model=load_model(cfg.model, "fp32"),
         ref_model=None,
         tokenizer=load_tokenizer(cfg.model),
@@ -192,7 +193,7 @@ def test_precomputed_reference_log_probs_come_from_the_completion_head(chunked_h
         calls.clear()
         trainer = trainer_class(
             model=load_model(cfg.model, "fp32", seed=0),
-            args=dpo.RECIPE.build_config(cfg),
+            args=trl_config(cfg),
             train_dataset=train,
             processing_class=load_tokenizer(cfg.model),
             peft_config=lora_config(cfg.peft),

@@ -5,7 +5,7 @@ import math
 import pytest
 from trl.experimental.cpo import CPOConfig
 
-from prefopt.recipe import load_recipe
+from prefopt.run import trl_config
 from tests.conftest import FAST, compose_config, read_run, run_train
 
 
@@ -21,11 +21,11 @@ def runs(tmp_path_factory):
 
 
 def test_method_configs_select_the_intended_cpo_trainer_losses():
-    simpo = load_recipe("recipes.cpo").build_config(compose_config("method=simpo", "model=tiny-random"))
+    simpo = trl_config(compose_config("method=simpo", "model=tiny-random"))
     assert isinstance(simpo, CPOConfig)
     assert (simpo.loss_type, simpo.cpo_alpha, simpo.beta, simpo.simpo_gamma) == ("simpo", 0.0, 2.0, 1.0)
     assert simpo.simpo_gamma / simpo.beta == 0.5  # the SimPO authors' starting ratio
-    cpo = load_recipe("recipes.cpo").build_config(compose_config("method=cpo", "model=tiny-random"))
+    cpo = trl_config(compose_config("method=cpo", "model=tiny-random"))
     assert (cpo.loss_type, cpo.cpo_alpha, cpo.beta) == ("sigmoid", 1.0, 0.1)
 
 

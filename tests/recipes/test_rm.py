@@ -15,6 +15,7 @@ from prefopt.data import load_splits
 from prefopt.data.pairs import RewardModel
 from prefopt.errors import RecipeError
 from prefopt.evaluation.runs import load_run
+from prefopt.run import trl_config
 from prefopt.run_files import EVAL_FILE
 from tests.conftest import FAST, compose_config, load_script, read_run, recipe_and_setup, run_train
 
@@ -43,7 +44,7 @@ def test_the_recipe_loads_a_one_score_classifier_without_a_reference():
     cfg = compose_config("method=rm", "model=tiny-random", "logger=none")
     recipe, setup = recipe_and_setup(cfg)
     assert recipe.trains_reward_model and setup.reference == "none"
-    assert isinstance(recipe.build_config(cfg, setup), RewardConfig)
+    assert isinstance(trl_config(cfg), RewardConfig)
     model, ref_model, peft_config = build_policy_and_reference(cfg, setup)
     assert isinstance(model, LlamaForSequenceClassification) and ref_model is None
     assert (model.config.num_labels, model.config.pad_token_id) == (1, cfg.model.init_config.pad_token_id)

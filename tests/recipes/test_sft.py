@@ -17,6 +17,7 @@ from prefopt.evaluation.runs import load_run
 from prefopt.health import health_callbacks
 from prefopt.memory import plan
 from prefopt.models import load_model, load_tokenizer
+from prefopt.run import trl_config
 from prefopt.run_files import EVAL_FILE, LOG_HISTORY_FILE
 from tests.conftest import FAST, compose_config, read_run, recipe_and_setup, run_train
 
@@ -49,7 +50,7 @@ def test_the_recipe_has_no_reference_and_its_loss_covers_the_completion_only():
     cfg = compose_config("method=sft", "model=tiny-random", "logger=none", "dataset.num_train=4", "dataset.num_eval=2")
     recipe, setup = recipe_and_setup(cfg)
     assert (recipe.data_format, recipe.uses_reference, setup.reference) == ("sft", False, "none")
-    args = recipe.build_config(cfg, setup)
+    args = trl_config(cfg)
     assert isinstance(args, SFTConfig) and args.completion_only_loss is True
     tokenizer = load_tokenizer(cfg.model)
     train, held_out = load_splits(cfg.dataset, recipe.data_format)

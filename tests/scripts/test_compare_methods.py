@@ -99,8 +99,21 @@ def test_train_py_writes_eval_json_and_prints_before_and_after():
 def test_unknown_method_is_refused_before_training(tmp_path, capsys):
     script = load_script("scripts/compare_methods.py")
     assert script.main(["--methods", "dpo,ppo", "--out", str(tmp_path / "out")]) == 2
-    assert "--methods: unknown ppo; choose from dpo, dpo+sft, ipo, ipo+sft, kto, orpo" in capsys.readouterr().err
+    assert "--methods: unknown ppo in ppo; choose from cpo, dpo, ipo, kto, online-dpo, orpo" in capsys.readouterr().err
+    assert script.main(["--methods", "dpo,dpo", "--out", str(tmp_path / "out")]) == 2
+    assert "--methods: dpo given twice" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_method_list_is_every_method_config_that_trains_a_policy_and_variants_carry_overrides():
+    script = load_script("scripts/compare_methods.py")
+    assert script.available_methods() == ["cpo", "dpo", "ipo", "kto", "online-dpo", "orpo", "sft", "sft-dpo", "simpo"]
+    plain, default, staged = script.parse_methods("plain-dpo=dpo:method.loss_type=[sigmoid],dpo,sft->dpo=sft-dpo")
+    assert (plain.label, plain.method, plain.overrides) == ("plain-dpo", "dpo", ("method.loss_type=[sigmoid]",))
+    assert list(compose_config(f"method={plain.method}", *plain.overrides).method.loss_type) == ["sigmoid"]
+    assert (default.label, default.method, default.overrides) == ("dpo", "dpo", ())
+    assert plain.command(script.REPO / "run", [])[2:4] == ["method=dpo", "method.loss_type=[sigmoid]"]
+    assert staged.stage_dirs(script.REPO / "run") == [script.REPO / "run" / "sft", script.REPO / "run" / "dpo"]
 
 
 def test_seeds_make_one_row_per_method_with_mean_and_standard_error(tmp_path):
@@ -118,8 +131,9 @@ def test_seeds_make_one_row_per_method_with_mean_and_standard_error(tmp_path):
             "right_content_rate_by_kind": {w: {"sum": r} for w, r in rates.items()},
         }
         (run / "eval.json").write_text(json.dumps({"generation": generation, "pairs": {"reward_accuracy": 1.0}}))
-    records = [script.read_run("dpo", seed, tmp_path / "dpo" / f"seed-{seed}") for seed in (1, 2, 3)]
-    failed = script.read_run("dpo", 4, tmp_path / "dpo" / "seed-4")  # never ran: not counted
+    dpo = script.Compared("dpo", "dpo")
+    records = [script.read_run(dpo, seed, tmp_path / "dpo" / f"seed-{seed}") for seed in (1, 2, 3)]
+    failed = script.read_run(dpo, 4, tmp_path / "dpo" / "seed-4")  # never ran: not counted
     assert failed["status"] == "failed" and "seed-4.log" in failed["error"]
     (row,) = script.summarize(records + [failed])
     assert row["seeds"] == 3 and row["kl"] == 3.0 and row["kl_se"] == pytest.approx(math.sqrt(7) / math.sqrt(3))
@@ -138,16 +152,15 @@ def test_bad_seeds_and_a_seed_override_are_refused(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_sft_then_dpo_reads_before_from_the_sft_stage_and_after_from_the_dpo_stage(tmp_path):
+def test_a_method_in_stages_reads_before_from_its_first_stage_and_after_from_its_last(tmp_path):
     script = load_script("scripts/compare_methods.py")
-    run = tmp_path / script.run_dir_name("sft->dpo") / "seed-1"
-    command = script.METHODS["sft->dpo"].command(run, ["model=tiny-random"])
-    assert command[1:] == [
-        str(script.REPO / "scripts/train_sft_then.py"),
-        "dpo",
+    (staged,) = script.parse_methods("sft->dpo=sft-dpo")
+    run = tmp_path / script.run_dir_name(staged.label) / "seed-1"
+    assert staged.command(run, ["model=tiny-random"])[1:] == [
+        str(script.REPO / "scripts/train.py"),
+        "method=sft-dpo",
         "model=tiny-random",
-        "--dir",
-        str(run),
+        f"hydra.run.dir={run}",
     ]
     assert run.parent.name == "sft-dpo"
     for stage, (before, after, wall) in {"sft": (0.25, 0.5, 10.0), "dpo": (0.5, 0.75, 20.0)}.items():
@@ -156,22 +169,9 @@ def test_sft_then_dpo_reads_before_from_the_sft_stage_and_after_from_the_dpo_sta
         rates = {"reference": before, "policy": after}
         generation = {"pass_rate": rates, "right_content_rate": rates, "kl_policy_reference": after}
         (run / stage / "eval.json").write_text(json.dumps({"generation": generation}))
-    record = script.read_run("sft->dpo", 1, run)
+    record = script.read_run(staged, 1, run)
     assert record["status"] == "completed" and record["wall_time_s"] == 30.0
     assert (record["pass_before"], record["pass_after"], record["content_before"]) == (0.25, 0.75, 0.25)
-    online = script.METHODS["online-dpo"].command(tmp_path / "online", [])
-    assert online[-1] == f"hydra.run.dir={tmp_path / 'online'}" and online[1].endswith("scripts/online_dpo.py")
-
-
-def test_the_dpo_row_is_plain_dpo_and_dpo_sft_is_the_train_dpo_default():
-    script = load_script("scripts/compare_methods.py")
-
-    def loss_type(label):
-        overrides = [o for o in script.METHODS[label].overrides if o.startswith("method")]
-        return list(compose_config(*overrides).method.loss_type)
-
-    assert loss_type("dpo") == ["sigmoid"]
-    assert loss_type("dpo+sft") == ["sigmoid", "sft"] == list(compose_config().method.loss_type)
 
 
 def test_every_method_trains_one_budget_even_where_one_has_its_own():

@@ -1,4 +1,5 @@
-"""scripts/new_recipe.py in a temporary copy of the repository: copy, train the copy, refuse to overwrite, --force."""
+"""scripts/new_recipe.py in a temporary copy of the repository: copy, train the copy (in a sweep, in compare-methods,
+on the frontier, as its original), refuse to overwrite, --force."""
 
 import json
 import os
@@ -14,9 +15,9 @@ from tests.conftest import FAST, REPO
 
 @pytest.fixture
 def repo(tmp_path):
-    """recipes/, conf/ and scripts/ copied, so the real tree is never modified."""
+    """prefopt/, recipes/, conf/ and scripts/ copied, so the real tree is never modified."""
     root = tmp_path / "repo"
-    for folder in ("recipes", "conf", "scripts"):
+    for folder in ("prefopt", "recipes", "conf", "scripts"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
@@ -33,19 +34,22 @@ def in_copy(root, *command, timeout=60) -> subprocess.CompletedProcess:
     )
 
 
-def train_in_copy(root, method, run_dir) -> tuple[dict, dict]:
-    """(metrics.json, eval.json) of a tiny run of `method` trained by the copy's scripts/train.py."""
+def sweep_in_copy(root, methods, sweep_dir) -> list[tuple[dict, dict]]:
+    """(metrics.json, eval.json) of each job of a tiny multirun over `methods`, by the copy's scripts/train.py."""
     trained = in_copy(
         root,
         sys.executable,
         str(root / "scripts" / "train.py"),
-        f"method={method}",
+        "-m",
+        f"method={','.join(methods)}",
         *FAST,
-        f"hydra.run.dir={run_dir}",
+        "dataset.num_train=64",  # 4 steps x 8 pairs train on half: auto precomputes the reference only in a sweep
+        f"hydra.sweep.dir={sweep_dir}",
         timeout=600,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    return tuple(json.loads((run_dir / name).read_text()) for name in ("metrics.json", "eval.json"))
+    jobs = [sweep_dir / str(job) for job in range(len(methods))]
+    return [tuple(json.loads((job / name).read_text()) for name in ("metrics.json", "eval.json")) for job in jobs]
 
 
 def new_recipe(root, *args) -> subprocess.CompletedProcess:
@@ -72,10 +76,7 @@ def without_timings(result):
 
 HEALTH_RULES = """
 import sys
-from pathlib import Path
-import prefopt.config
 from prefopt.config import compose_config
-prefopt.config.CONF = Path("conf").resolve()  # the copy's conf/, where my_dpo.yaml is
 from prefopt.health import health_callbacks
 from prefopt.recipe import load_recipe
 for method in sys.argv[1:]:
@@ -85,8 +86,20 @@ for method in sys.argv[1:]:
 """
 
 
-def test_a_copy_trains_and_evaluates_exactly_as_its_original_and_gets_its_health_rules(repo, tmp_path):
-    """`make new-recipe` then `make train-my_dpo`: nothing else to wire, and the library treats the copy as the original."""
+COMPARED = """
+import json, sys
+sys.path.insert(0, "scripts")
+import compare_methods
+print(json.dumps({
+    "available": compare_methods.available_methods(),
+    "commands": [c.command(compare_methods.REPO / "run", [])[2:] for c in compare_methods.parse_methods(sys.argv[1])],
+}))
+"""
+
+
+def test_a_copy_trains_sweeps_compares_and_plots_exactly_as_its_original(repo, tmp_path):
+    """`make new-recipe` then `make train-my_dpo`: nothing else to wire, and the library treats the copy as the
+    original: the same run, the same health rules, the sweep's reference cache, compare-methods and the frontier."""
     result = new_recipe(repo, "dpo", "my_dpo")
     assert result.returncode == 0, result.stderr
     assert "make train-my_dpo" in result.stdout
@@ -108,15 +121,33 @@ def test_a_copy_trains_and_evaluates_exactly_as_its_original_and_gets_its_health
     (repo / "recipes" / "my_dpo.py").write_text(
         copied + f"\nimport pathlib as _pathlib\n_pathlib.Path({str(marker)!r}).touch()\n"
     )
-    original, copy = (train_in_copy(repo, method, tmp_path / method) for method in ("dpo", "my_dpo"))
+    sweep = tmp_path / "sweep"
+    original, copy = sweep_in_copy(repo, ["dpo", "my_dpo"], sweep)
     assert marker.exists()
     assert (copy[0]["method"], copy[0]["status"], copy[0]["beta"]) == ("my_dpo", "completed", 0.1)
     assert copy[0]["eval_loss"] < copy[0]["before_training"]["eval_loss"]
-    assert yaml.safe_load((tmp_path / "my_dpo" / "config.yaml").read_text())["method"]["recipe"] == "recipes.my_dpo"
+    config = yaml.safe_load((sweep / "1" / "config.yaml").read_text())
+    assert config["method"]["recipe"] == "recipes.my_dpo"
     assert not (REPO / "recipes" / "my_dpo.py").exists() and not (REPO / "conf" / "method" / "my_dpo.yaml").exists()
     for ours, theirs in zip(original, copy):
         assert without_timings(ours) == without_timings(theirs)
     assert original[1]["pairs"]["source"] == copy[1]["pairs"]["source"]
+    # In a sweep, the copy precomputes its reference as its original does, and finds the original's cache.
+    for job in ("0", "1"):
+        assert yaml.safe_load((sweep / job / "config.yaml").read_text())["method"]["precompute_ref_log_probs"] is True
+    assert "reference log-probs for train: reused from" in (sweep / "1" / "train.log").read_text()
+
+    # compare-methods offers the copy and trains it through the same launcher; the frontier labels it as its original.
+    compared = in_copy(repo, sys.executable, "-c", COMPARED, "dpo,my_dpo")
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    listed = json.loads(compared.stdout.splitlines()[-1])
+    assert "my_dpo" in listed["available"] and "dpo" in listed["available"]
+    assert [command[:1] for command in listed["commands"]] == [["method=dpo"], ["method=my_dpo"]]
+    frontier = in_copy(repo, sys.executable, "scripts/plot_frontier.py", str(sweep), "--json")
+    assert frontier.returncode == 0, frontier.stderr[-2000:]
+    points = json.loads(frontier.stdout)["points"]
+    assert sorted(p["method"] for p in points) == ["dpo+sft", "my_dpo+sft"]
+    assert points[0]["kl"] == points[1]["kl"] and points[0]["pass_rate"] == points[1]["pass_rate"]
 
     rules = in_copy(repo, sys.executable, "-c", HEALTH_RULES, "dpo", "my_dpo")
     assert rules.returncode == 0, rules.stderr[-2000:]
@@ -168,7 +199,7 @@ def test_bad_names_are_refused_with_the_reason(repo, name, message):
 def test_unknown_source_lists_the_methods(repo):
     result = new_recipe(repo, "dpoo", "mine")
     assert result.returncode == 2
-    assert "from=dpoo: no conf/method/dpoo.yaml" in result.stderr and "dpo, ipo, kto, orpo" in result.stderr
+    assert "from=dpoo: no conf/method/dpoo.yaml" in result.stderr and "dpo, ipo, kto, online-dpo, orpo" in result.stderr
 
 
 def test_copying_an_experiment(repo):

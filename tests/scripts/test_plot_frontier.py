@@ -5,6 +5,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+import yaml
+
+from prefopt.reports import method_label
 from tests.conftest import REPO, load_script
 from tests.scripts.compared_runs import METHODS, SEED, compared_runs
 
@@ -27,7 +31,8 @@ def test_frontier_plot_and_csv_hold_each_runs_eval_json_values():
     for row in rows:
         evaluation = json.loads((sweep / row["runs"] / "eval.json").read_text())["generation"]
         metrics = json.loads((sweep / row["runs"] / "metrics.json").read_text())
-        assert row["method"] == metrics["method"] and float(row["beta"]) == metrics["beta"]
+        method = yaml.safe_load((sweep / row["runs"] / "config.yaml").read_text())["method"]
+        assert row["method"] == method_label(method) and float(row["beta"]) == metrics["beta"]  # dpo+sft: its loss
         assert row["n"] == "1" and row["kl_se"] == row["pass_rate_se"] == ""  # no error bars from a single run
         assert float(row["kl"]) == evaluation["kl_policy_reference"]
         assert float(row["pass_rate"]) == evaluation["pass_rate"]["policy"]
@@ -95,9 +100,19 @@ def test_frontier_keeps_the_runs_nothing_beats_on_both_axes():
     assert [p["on_frontier"] for p in points] == [True, True, False, False, True]
 
 
-def test_dpo_with_an_sft_term_is_labelled_as_such(tmp_path):
-    (tmp_path / "config.yaml").write_text("method:\n  name: dpo\n  loss_type: [sigmoid, sft]\n")
-    assert load_script("scripts/plot_frontier.py").method_label(tmp_path, {"method": "dpo"}) == "dpo+sft"
+@pytest.mark.parametrize(
+    ("method", "label"),
+    [
+        ("name: dpo\n  loss_type: [sigmoid, sft]", "dpo+sft"),
+        ("name: my_dpo\n  loss_type: [sigmoid, sft]", "my_dpo+sft"),  # a copy is labelled as its original
+        ("name: ipo\n  loss_type: [ipo]", "ipo"),
+        ("name: kto\n  loss_type: kto", "kto"),
+        ("name: orpo", "orpo"),
+    ],
+)
+def test_extra_loss_terms_are_spelled_out_in_the_label(tmp_path, method, label):
+    (tmp_path / "config.yaml").write_text(f"method:\n  {method}\n")
+    assert load_script("scripts/plot_frontier.py").method_label(tmp_path, {"method": "?"}) == label
 
 
 def test_a_sweep_without_evaluations_is_a_clear_error(tmp_path, capsys):

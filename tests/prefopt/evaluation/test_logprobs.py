@@ -9,6 +9,7 @@ from prefopt.evaluation.encoding import encode_pair
 from prefopt.evaluation.logprobs import pair_metrics, sequence_logps
 from prefopt.evaluation.models import PolicyAndReference
 from prefopt.models import load_model
+from prefopt.run import trl_config
 from recipes import dpo
 from tests.conftest import compose_config
 from tests.prefopt.evaluation.conftest import SMALL, perturb
@@ -23,7 +24,7 @@ def test_pair_metrics_equal_what_trls_dpo_trainer_logs(tokenizer):
     train, held_out = load_splits(cfg.dataset, "paired")
     trainer = dpo.build_trainer(
         cfg,
-        args=dpo.RECIPE.build_config(cfg),
+        args=trl_config(cfg),
         model=policy,
         ref_model=reference,
         tokenizer=tokenizer,

@@ -4,6 +4,7 @@ pair metrics only where they mean the same."""
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -152,5 +153,6 @@ def test_nothing_is_loaded_or_written_when_evaluation_is_off(tmp_path):
     cfg = compose_config(*SMALL, "eval_generation.enabled=false")
     recipe = load_recipe(cfg.method.recipe)
     # trainer=None: it would fail at the first use, as would loading a reference for it.
-    assert evaluate_after_training(cfg, recipe, None, None, None, None, tmp_path) is None
+    run = SimpleNamespace(cfg=cfg, recipe=recipe, trainer=None, run_dir=tmp_path, setup=None, models=None)
+    assert evaluate_after_training(run) is None
     assert not (tmp_path / "eval.json").exists()

@@ -1,0 +1,65 @@
+"""TRL's private methods and attributes that prefopt.trainers overrides or reads (TRL 1.16).
+
+The overrides live in the trainer subclasses themselves; this list is what to recheck when TRL changes. The tests
+that hold each fast trainer to TRL's own loss, metrics and gradients (tests/prefopt/test_trainers.py,
+test_shared_prompt.py, test_lm_head.py, test_loss_crosscheck.py) catch a change in what these do.
+"""
+
+from __future__ import annotations
+
+from prefopt.compat import Reliance
+
+RELIANCES = [
+    Reliance(
+        "trl",
+        "trl.DPOTrainer._compute_loss",
+        "overridden",
+        "prefopt.trainers.FastDPOTrainer._compute_loss",
+        "runs TRL's loss inside shared-prompt rows (one row per pair, the prompt computed once)",
+    ),
+    Reliance(
+        "trl",
+        "trl.DPOTrainer._precompute_ref_logps",
+        "overridden",
+        "prefopt.ref_cache.ContentKeyedReferenceCache, prefopt.trainers.FastDPOTrainer",
+        "TRL calls it from __init__ to precompute reference log-probs; ours keys the cache by content and patches "
+        "the models first",
+    ),
+    Reliance(
+        "trl",
+        "trl.KTOTrainer._precompute_ref_logps",
+        "overridden",
+        "prefopt.ref_cache.ContentKeyedReferenceCache",
+        "as DPOTrainer's; KTO keys by its KL term too (calculate_KL)",
+    ),
+    Reliance(
+        "trl",
+        "trl.DPOTrainer.use_weighting",
+        "read",
+        "prefopt.trainers.FastDPOTrainer._patch_models",
+        "whether TRL asked its head for log_sum_sq_probs (WPO weighting)",
+        instance_attribute=True,
+    ),
+    Reliance(
+        "trl",
+        "trl.DPOTrainer._precompute_model_hash",
+        "read",
+        "prefopt.ref_cache.ContentKeyedReferenceCache",
+        "the reference weights' part of the key TRL files precomputed log-probs under",
+        instance_attribute=True,
+    ),
+    Reliance(
+        "transformers",
+        "transformers.Trainer._get_train_sampler",
+        "overridden",
+        "prefopt.trainers.FastDPOTrainer._get_train_sampler",
+        "batches of pairs of similar length for train_sampling_strategy=group_by_length",
+    ),
+    Reliance(
+        "transformers",
+        "transformers.Trainer._get_eval_sampler",
+        "overridden",
+        "prefopt.trainers.FastDPOTrainer._get_eval_sampler",
+        "sequential evaluation when training groups by length",
+    ),
+]
