@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from prefopt.data.pairs import Score, builtin_prompts, pairs_from_samples, read_prompts, sample_answers, scorer
 from prefopt.errors import RecipeError
 from prefopt.reports import format_cell, markdown_table, pyplot, save_figure, write_csv
-from prefopt.run_files import EVAL_FILE, METRICS_FILE, MODEL_DIR, refuse_existing_run, write_json
+from prefopt.run_files import EVAL_FILE, METRICS_FILE, MODEL_DIR, record_model, refuse_existing_run, write_json
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +349,7 @@ class OnlineDPO:
         if self.trained_rounds:
             self.policy.save_pretrained(str(self.run_dir / MODEL_DIR))
             self.tokenizer.save_pretrained(str(self.run_dir / MODEL_DIR))
+            record_model(self.run_dir, None)
         trained = [r for r in self.rows if r["trained_steps"]]
         metrics = {
             "method": self.cfg.method.name,

@@ -38,6 +38,7 @@ from prefopt.run_files import (
     METRICS_FILE,
     MODEL_DIR,
     evaluate_before_training,
+    record_model,
     refuse_existing_run,
     save_config,
     write_json,
@@ -112,6 +113,7 @@ def _train(cfg: DictConfig, run_dir: Path, recipe, setup, started: float) -> dic
         trainer.save_model(str(run_dir / MODEL_DIR))
         if is_main_process():
             tokenizer.save_pretrained(str(run_dir / MODEL_DIR))
+        record_model(run_dir, trainer.state.global_step)  # model/manifest.json: what make eval/merge verify
     else:  # broken weights are not a model: what is kept is the last complete checkpoint, if one was saved
         log.error("%s: model/ not saved; complete checkpoints in %s are the last good weights", status, run_dir)
 
