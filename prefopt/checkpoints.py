@@ -1,5 +1,5 @@
-"""Checkpoints that survive kills: complete ones are marked, SIGTERM and Ctrl-C save one, a full disk keeps the last
-complete one, and `train.resume=auto` finds the newest."""
+"""Checkpoints that survive kills: complete ones are marked with what they hold, SIGTERM and Ctrl-C save one, a full
+disk keeps the last complete one, and `train.resume=auto` finds the newest that is intact."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from prefopt import manifest
 from prefopt.config import override_key
 from prefopt.distributed import is_main_process
 from prefopt.errors import CheckpointSaveFailed, RecipeError, RunInterrupted
 
 log = logging.getLogger(__name__)
 
-# Written after the trainer has saved everything (weights, optimizer, scheduler, RNG, trainer state): a
-# checkpoint without it was cut off mid-save and is never resumed from.
+# Written after the trainer has saved everything (weights, optimizer, scheduler, RNG, trainer state), holding each
+# file's name, size and checksum (prefopt/manifest.py): a checkpoint without it was cut off mid-save and is never
+# resumed from, and one whose files no longer match it is damaged.
 COMPLETE_MARKER = "checkpoint_complete"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 _NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -36,6 +38,10 @@ def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def step_of(checkpoint: Path) -> int:
+    return int(_STEP.match(Path(checkpoint).name).group(1))
+
+
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoints in `run_dir` that were fully written, oldest first."""
     return [path for _, path in _checkpoints(run_dir) if (path / COMPLETE_MARKER).is_file()]
@@ -44,18 +50,41 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
 def partial_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoints newer than the newest complete one that lack the marker: saves that were cut off."""
     complete = complete_checkpoints(run_dir)
-    newest = int(_STEP.match(complete[-1].name).group(1)) if complete else -1
+    newest = step_of(complete[-1]) if complete else -1
     return [path for step, path in _checkpoints(run_dir) if step > newest and not (path / COMPLETE_MARKER).is_file()]
 
 
+def checkpoint_damage(checkpoint: Path) -> manifest.Damage | None:
+    """The file of a complete checkpoint that no longer matches its marker (or fails its structure check), else None."""
+    return manifest.find_damage(checkpoint, Path(checkpoint) / COMPLETE_MARKER)
+
+
+def newest_intact_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of `run_dir` whose files verify."""
+    return next((p for p in reversed(complete_checkpoints(run_dir)) if checkpoint_damage(p) is None), None)
+
+
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint to continue from: None (fresh run), the newest complete one (auto), or an explicit path."""
+    """The checkpoint to continue from: None (fresh run), the newest intact one (auto), or an explicit path.
+
+    A damaged checkpoint is named with its damaged file and kept; `auto` falls back to the newest one that verifies,
+    an explicit path stops with the name of that one."""
     if not resume:
         return None
     if resume != "auto":
         path = Path(resume)
         if not (path / COMPLETE_MARKER).is_file():
             raise RecipeError(f"train.resume={resume}: not a complete checkpoint (no {COMPLETE_MARKER} file in it).")
+        damage = checkpoint_damage(path)
+        if damage is not None:
+            intact = newest_intact_checkpoint(path.parent)
+            then = (
+                f"the newest intact one is {intact}: train.resume={intact}" if intact else "no intact one is next to it"
+            )
+            raise RecipeError(
+                f"train.resume={resume}: a damaged checkpoint: {path / damage.name} {damage.problem}. Nothing was "
+                f"deleted; {then}."
+            )
         return path
     checkpoints = complete_checkpoints(run_dir)
     if not checkpoints:
@@ -65,14 +94,30 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
         )
     for path in partial_checkpoints(run_dir):
         log.warning("%s was cut off while being saved (no %s): it is skipped", path, COMPLETE_MARKER)
-    log.info("train.resume=auto: continuing from %s", checkpoints[-1])
-    return checkpoints[-1]
+    damaged = []
+    for path in reversed(checkpoints):
+        damage = checkpoint_damage(path)
+        if damage is None:
+            break
+        damaged.append(f"{path.name} is damaged: {path / damage.name} {damage.problem}")
+    else:
+        raise RecipeError(
+            f"train.resume=auto: no intact checkpoint in {run_dir}: {'; '.join(damaged)}. Nothing was deleted: copy "
+            f"the run directory again from where it was trained, or start the run again in a new directory."
+        )
+    if damaged:
+        kept = "the damaged ones are kept" if len(damaged) > 1 else "the damaged one is kept"
+        log.warning("%s. Continuing from %s, the newest intact checkpoint; %s.", "; ".join(damaged), path, kept)
+    log.info("train.resume=auto: continuing from %s", path)
+    return path
 
 
-def resume_command(overrides: Sequence[str], run_dir: Path) -> str:
-    """The command that continues this run: its own overrides, resuming in its own directory."""
+def resume_command(overrides: Sequence[str], run_dir: Path, checkpoint: Path | None = None) -> str:
+    """The command that continues this run: its own overrides, resuming in `run_dir` from its newest intact
+    checkpoint, or from `checkpoint`."""
     kept = [o for o in overrides if override_key(o) not in ("train.resume", "hydra.run.dir")]
-    return shlex.join(["python", "scripts/train.py", *kept, "train.resume=auto", f"hydra.run.dir={run_dir}"])
+    resume = f"train.resume={checkpoint}" if checkpoint else "train.resume=auto"
+    return shlex.join(["python", "scripts/train.py", *kept, resume, f"hydra.run.dir={run_dir}"])
 
 
 def resume_command_of_this_run(run_dir: Path) -> str:
@@ -128,10 +173,18 @@ class CheckpointGuard(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, **kwargs):
+        _wait_for_every_rank()  # each rank writes files of its own (rng_state_<rank>.pth, shards): all of them first
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            (folder / COMPLETE_MARKER).write_text(f"step {state.global_step}\n")
+            manifest.write(folder, folder / COMPLETE_MARKER, step=state.global_step)
         return control
+
+
+def _wait_for_every_rank() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _says_no_space(exc: BaseException) -> bool:

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from prefopt.errors import RecipeError
 from prefopt.models import load_model, load_tokenizer
-from prefopt.run_files import CONFIG_FILE, METRICS_FILE, MODEL_DIR
+from prefopt.run_files import CONFIG_FILE, METRICS_FILE, MODEL_DIR, check_model
 
 CARD_METRICS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "train_loss")
 
@@ -22,6 +22,7 @@ def merge_run(run_dir: Path, out_dir: Path, force: bool = False) -> Path:
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     adapter_dir = run_dir / MODEL_DIR
+    check_model(run_dir)  # a missing or damaged file is named, with what to do, before the base model loads
     if not (adapter_dir / "adapter_config.json").is_file():
         raise RecipeError(f"{adapter_dir} holds no LoRA adapter (peft=none runs are standalone already).")
     if out_dir.exists() and any(out_dir.iterdir()):

@@ -403,9 +403,10 @@ def dry_run(cfg: DictConfig, run_dir: Path, run: RunPlan) -> None:
 
 def _hydra_only(run_dir: Path) -> bool:
     from prefopt import console
+    from prefopt.run_lock import LOCK_FILE
 
     names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    return names <= {".hydra", "train.log"} and not console.log_had_lines_before_this_run
+    return names <= {".hydra", "train.log", LOCK_FILE} and not console.log_had_lines_before_this_run
 
 
 def _remove_empty_parents(run_dir: Path) -> None:

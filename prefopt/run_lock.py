@@ -2,18 +2,26 @@
 
 A lock left by a crash is taken over with a warning: its process is gone (same host), or its heartbeat stopped
 (another host, e.g. a requeued SLURM job or a restarted pod, whose process cannot be looked up from here).
+
+A single run takes the lock before Hydra writes into the directory (LockBeforeHydraWrites, a Hydra callback in
+conf/train.yaml), so that a refused run leaves it as it was: no `.hydra/` rewritten, no line added to train.log.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from prefopt.distributed import is_main_process
 from prefopt.errors import RecipeError
@@ -23,6 +31,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "run.lock"
 HEARTBEAT_S = 30.0  # the owner touches the lock this often
 STALE_AFTER_S = 600.0  # a lock untouched this long belongs to no live run (a wide margin over clock skew and stalls)
+_held: dict[Path, RunLock] = {}  # the locks this process holds, by lock file
 
 
 def _alive(pid: int) -> bool:
@@ -47,6 +56,7 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
         self.held = False
+        self._holder: RunLock | None = None  # the lock of the same directory this process took first
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -59,6 +69,10 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
+        holder = _held.get(self._key())
+        if holder is not None:  # taken before Hydra wrote into the directory: this run goes on holding it
+            self._holder, self.held = holder, True
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)  # a stage's folder inside the run directory is new
         for _ in range(3):  # a lock found stale is removed and the create tried again
             try:
@@ -69,6 +83,7 @@ class RunLock:
             with os.fdopen(fd, "w") as f:
                 json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%c")}, f)
             self.held = True
+            _held[self._key()] = self
             self._heartbeat = threading.Thread(target=self._beat, name="run-lock-heartbeat", daemon=True)
             self._heartbeat.start()
             try:
@@ -125,11 +140,19 @@ class RunLock:
             except OSError:
                 pass
 
+    def _key(self) -> Path:
+        return self.path.resolve()
+
     def release(self) -> None:
+        if self._holder is not None:
+            holder, self._holder, self.held = self._holder, None, False
+            holder.release()
+            return
         self._stop.set()
         if not self.held:
             return
         self.held = False
+        _held.pop(self._key(), None)
         try:
             if signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -141,3 +164,34 @@ class RunLock:
             return
         if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():  # still ours
             self.path.unlink(missing_ok=True)
+
+
+class LockBeforeHydraWrites(Callback):
+    """Takes the run directory's lock before Hydra writes `.hydra/` and sets up train.log there (hydra.callbacks in
+    conf/train.yaml); a refused run stops with exit status 2, the directory as it was.
+
+    Single runs only: the jobs of a sweep each take the lock of their own new directory when the job starts. The
+    lock is released when the run ends (the launcher's RunLock, on_run_end, or at exit, whichever comes first)."""
+
+    def __init__(self) -> None:
+        self.lock: RunLock | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if not is_main_process():
+            return
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)  # for ${hydra:...} in hydra.run.dir; run_job sets it again
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).absolute()
+        run_dir.mkdir(parents=True, exist_ok=True)  # what Hydra does next
+        self.lock = RunLock(run_dir)
+        try:
+            self.lock.acquire()
+        except RecipeError as exc:
+            print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(exc.exit_code) from None  # Hydra turns an Exception raised here into a warning
+        atexit.register(self.lock.release)
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        if self.lock is not None:
+            self.lock.release()

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from prefopt.errors import RecipeError
-from prefopt.evaluation import load_run, log_to_wandb
+from prefopt.evaluation import check_run, load_run, log_to_wandb
 from prefopt.evaluation.harness import (
     SECTION,
     HarnessSettings,
@@ -28,7 +28,7 @@ from prefopt.evaluation.harness import (
     run_harness,
     write_harness,
 )
-from prefopt.run_files import CONFIG_FILE, EVAL_FILE, MODEL_DIR
+from prefopt.run_files import EVAL_FILE
 
 
 def _batch_size(value: str) -> int | str:
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: HarnessSettings) -> int:
-    if not (args.run_dir / CONFIG_FILE).is_file() or not (args.run_dir / MODEL_DIR).is_dir():
-        load_run(args.run_dir)  # says what the folder lacks, before the seconds the task index takes
+    check_run(args.run_dir, checksums=False)  # what is missing or cut short, before the seconds the task index takes
     tasks = resolve_tasks(args.tasks)
     refuse_existing_tasks(args.run_dir, tasks.names, args.force)
     check_task_data(tasks)

@@ -163,7 +163,7 @@ def load_reward_run(run_dir: Path, source: str | None = None):
     from prefopt.adapters import quantization_config
     from prefopt.models import check_available, load_model, load_tokenizer
     from prefopt.recipe import load_recipe
-    from prefopt.run_files import CONFIG_FILE, MODEL_DIR
+    from prefopt.run_files import CONFIG_FILE, MODEL_DIR, check_model
 
     name = f"reward.model={source or run_dir}"
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
@@ -180,10 +180,10 @@ def load_reward_run(run_dir: Path, source: str | None = None):
             f"a sequence-classification model."
         )
     model_dir = run_dir / MODEL_DIR
-    if not model_dir.is_dir():
-        raise RecipeError(
-            f"{name}: {run_dir} has no {MODEL_DIR}/: the run did not finish training (see its train.log)."
-        )
+    try:
+        check_model(run_dir)
+    except RecipeError as exc:
+        raise RecipeError(f"{name}: {exc}") from None
     tokenizer = load_tokenizer(cfg.model)
     if not (model_dir / "adapter_config.json").is_file():
         return AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32), tokenizer

@@ -27,6 +27,7 @@ from prefopt.evaluation.models import PolicyAndReference
 from prefopt.evaluation.report import flat_metrics, format_report, log_to_wandb, report_rows
 from prefopt.evaluation.runs import (
     EVAL_FILE,
+    check_run,
     evaluate,
     evaluate_after_training,
     load_run,
@@ -41,6 +42,7 @@ __all__ = [
     "Answers",
     "GenerationSettings",
     "PolicyAndReference",
+    "check_run",
     "encode_pair",
     "encode_prompt",
     "evaluate",

@@ -98,32 +98,41 @@ def refuse_existing_eval(run_dir: Path, force: bool) -> None:
 # ---------------------------------------------------------------------------------------- loading a run
 
 
+def check_run(run_dir: Path, checksums: bool = True) -> DictConfig:
+    """The config of a finished run whose model/ is there and intact (prefopt.run_files.check_model), else a
+    RecipeError that says what is missing or damaged and what to do. Without `checksums`, sizes and headers only."""
+    from prefopt.recipe import load_recipe
+    from prefopt.run_files import CONFIG_FILE, check_model
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise RecipeError(f"{run_dir} is not a run directory: no {CONFIG_FILE} in it.")
+    cfg = OmegaConf.load(config_path)
+    if load_recipe(cfg.method.recipe).trains_reward_model:
+        raise RecipeError(
+            f"{run_dir} is a reward model run (method={cfg.method.name}): it generates nothing to evaluate; its "
+            f"held-out pair accuracy is in {METRICS_FILE}. Score pairs with it: "
+            f'make pairs ARGS="reward.model={run_dir}".'
+        )
+    check_model(run_dir, checksums=checksums)
+    return cfg
+
+
 def load_run(run_dir: Path) -> tuple[DictConfig, object, PolicyAndReference]:
     """(config, tokenizer, policy and reference) of a finished run: model/ holds a LoRA adapter or a full model;
     the reference is the one the run trained against (its ModelSetup), loaded again."""
     from transformers import AutoModelForCausalLM
 
     from prefopt.adapters import quantization_config, reference_for_evaluation
-    from prefopt.model_setup import resolve_model_setup
     from prefopt.models import TORCH_DTYPES, load_model, load_tokenizer
-    from prefopt.recipe import load_recipe
-    from prefopt.run_files import CONFIG_FILE, MODEL_DIR
+    from prefopt.run import resolve_plan
+    from prefopt.run_files import MODEL_DIR
 
     run_dir = Path(run_dir)
-    config_path, model_dir = run_dir / CONFIG_FILE, run_dir / MODEL_DIR
-    if not config_path.is_file():
-        raise RecipeError(f"{run_dir} is not a run directory: no {CONFIG_FILE} in it.")
-    if not model_dir.is_dir():
-        raise RecipeError(f"{run_dir} has no {MODEL_DIR}/: the run did not finish training (see its train.log).")
-    cfg = OmegaConf.load(config_path)
-    recipe = load_recipe(cfg.method.recipe)
-    if recipe.trains_reward_model:
-        raise RecipeError(
-            f"{run_dir} is a reward model run (method={cfg.method.name}): it generates nothing to evaluate; its "
-            f"held-out pair accuracy is in {METRICS_FILE}. Score pairs with it: "
-            f'make pairs ARGS="reward.model={run_dir}".'
-        )
-    setup = resolve_model_setup(cfg, recipe)
+    cfg = check_run(run_dir)
+    model_dir = run_dir / MODEL_DIR
+    setup = resolve_plan(cfg).setup  # the models the run trained against
     if setup.precision != "fp32" and setup.use_cpu:
         # Trained on a GPU in bf16/fp16: evaluate in fp32 here (bf16 matmuls crawl on CPU).
         setup = dataclasses.replace(setup, precision="fp32")

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from prefopt.errors import RecipeError
-from prefopt.run_lock import LOCK_FILE, STALE_AFTER_S, RunLock
-from tests.conftest import FAST, run_train
+from prefopt.run_lock import LOCK_FILE, STALE_AFTER_S, LockBeforeHydraWrites, RunLock
+from tests.conftest import FAST, compose_config, run_train
 
 
 def _write_lock(run_dir, pid, host=None, age_s=0.0):
@@ -31,8 +31,20 @@ def _dead_pid() -> int:
     return process.pid
 
 
-def test_a_second_run_into_a_locked_directory_stops_at_once_naming_the_directory_and_pid(run_dir):
-    run_dir.mkdir()
+def _files(run_dir):
+    """Every file of the directory with its bytes and modification time, the lock file aside."""
+    return {
+        p.relative_to(run_dir): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.name != LOCK_FILE
+    }
+
+
+def test_a_second_run_into_a_locked_directory_stops_at_once_naming_the_directory_and_pid_and_writes_nothing(run_dir):
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- method=dpo\n")  # what the running run's Hydra wrote
+    (run_dir / "train.log").write_text("[the running run's log]\n")
+    before = _files(run_dir)
     with RunLock(run_dir):  # this test process plays the run that owns the directory
         started = time.time()
         result = run_train(*FAST, f"hydra.run.dir={run_dir}", check=False)
@@ -42,9 +54,23 @@ def test_a_second_run_into_a_locked_directory_stops_at_once_naming_the_directory
     assert result.returncode == 2, output[-3000:]
     assert f"{run_dir} is in use by another run: process {os.getpid()} on {socket.gethostname()}" in output
     assert "Traceback" not in output
-    assert not (run_dir / "config.yaml").exists() and not list(run_dir.glob("checkpoint-*"))
+    assert _files(run_dir) == before  # no .hydra/ rewritten, no line added to train.log, nothing new
     assert elapsed < 60, f"{elapsed:.0f} s: the refusal comes before any model is loaded"
     assert not (run_dir / LOCK_FILE).exists()
+
+
+def test_a_lock_taken_before_hydra_writes_is_kept_by_the_run_and_released_when_it_ends(tmp_path, caplog):
+    config = compose_config(f"hydra.run.dir={tmp_path / 'run'}")  # with Hydra's section, as on_run_start gets it
+    callback = LockBeforeHydraWrites()
+    callback.on_run_start(config)
+    owner = json.loads((tmp_path / "run" / LOCK_FILE).read_text())
+    assert owner["pid"] == os.getpid()
+    with RunLock(tmp_path / "run"):  # the launcher's own lock, inside the run
+        assert json.loads((tmp_path / "run" / LOCK_FILE).read_text()) == owner
+    assert not (tmp_path / "run" / LOCK_FILE).exists() and "taking it over" not in caplog.text
+    callback.on_run_end(config)  # released already: nothing left to do
+    with RunLock(tmp_path / "run"):  # the next run takes it as usual
+        assert (tmp_path / "run" / LOCK_FILE).exists()
 
 
 def test_the_lock_names_its_owner_and_is_released_on_an_error(tmp_path):

@@ -70,6 +70,46 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path)
         assert resumed_losses[step] == pytest.approx(whole_losses[step], rel=1e-4), step
 
 
+@pytest.mark.slow  # a killed run, its resume and an evaluation (~1 min on 2 cores); each piece is fast in tests/prefopt
+def test_a_killed_run_with_a_damaged_newest_checkpoint_resumes_from_the_one_before_and_its_model_is_checked(tmp_path):
+    from prefopt.checkpoints import checkpoint_damage, complete_checkpoints
+    from prefopt.run_files import check_model
+
+    run_dir = tmp_path / "run"
+    run = [*FAST, "dataset.num_train=64", "train.save_steps=2", "train.save_total_limit=null", "train.logging_steps=1"]
+    run.append("eval_generation.enabled=false")
+    process = _start(*run, "train.max_steps=100000", f"hydra.run.dir={run_dir}")
+    _wait_for(run_dir / "checkpoint-4" / COMPLETE_MARKER, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    *_, previous, newest = complete_checkpoints(run_dir)
+    damaged = newest / "adapter_model.safetensors"
+    with open(damaged, "r+b") as f:  # the copy back from the cluster was interrupted
+        f.truncate(1000)
+
+    result = run_train(*run, "train.max_steps=8", "train.resume=auto", f"hydra.run.dir={run_dir}")
+    output = result.stdout + result.stderr
+    assert f"WARNING: {newest.name} is damaged: {damaged} holds 1,000 bytes, " in output
+    assert output.count(f"{newest.name} is damaged") == 1 and "Traceback" not in output
+    assert f"continuing from {previous}" in output
+    metrics, _ = read_run(run_dir)
+    assert metrics["status"] == "completed" and max(_step_losses(run_dir)) == 8
+    assert checkpoint_damage(newest) is None  # kept, then saved again when the resumed run reached its step
+
+    # The finished run's model/ damaged the same way: named, with the copy from the final checkpoint that restores it.
+    model_file = run_dir / "model" / "adapter_model.safetensors"
+    with open(model_file, "r+b") as f:
+        f.truncate(1000)
+    evaluate = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "evaluate.py"), str(run_dir), "--force"], capture_output=True, text=True
+    )
+    assert evaluate.returncode == 2 and "Traceback" not in evaluate.stderr
+    restore = f"cp {run_dir / 'checkpoint-8' / 'adapter_model.safetensors'} {model_file}"
+    assert f"error: {model_file} holds 1,000 bytes" in evaluate.stderr and evaluate.stderr.rstrip().endswith(restore)
+    subprocess.run(restore.split(), check=True)
+    check_model(run_dir)
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_resumably(tmp_path):
     run_dir = tmp_path / "run"
     process = _start(
