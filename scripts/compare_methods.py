@@ -66,13 +66,13 @@ class Compared:
 @functools.cache
 def available_methods() -> list[str]:
     """The method configs whose recipe trains a policy (a reward model answers nothing to compare)."""
-    from prefopt.recipe import load_recipe
+    from prefopt.run import resolve_plan
 
     names = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
-    configs = {name: compose_config(f"method={name}").method for name in names}
     # Importing the trainers prints "[INFO] Running in WANDB offline mode" (transformers) where --json needs stdout.
     with contextlib.redirect_stdout(sys.stderr):
-        return [name for name, method in configs.items() if not load_recipe(method.recipe).trains_reward_model]
+        plans = {name: resolve_plan(compose_config(f"method={name}")) for name in names}
+    return [name for name, plan in plans.items() if not plan.recipe.trains_reward_model]
 
 
 def parse_methods(text: str) -> list[Compared]:
