@@ -31,10 +31,15 @@ from dataclasses import dataclass
 
 import torch
 
-_ACTIVE: contextvars.ContextVar[SharedPromptRows | None] = contextvars.ContextVar("shared_prompt_rows", default=None)
+_ACTIVE: contextvars.ContextVar[tuple[SharedPromptRows, ...]] = contextvars.ContextVar("shared_prompt_rows", default=())
 # Attention implementations that take a custom 4D mask as it is: sdpa a boolean one, eager an additive one.
 MASKABLE_ATTENTION = ("sdpa", "eager")
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
+# The padding positions of TRL's chosen and rejected rows, for trainers whose metrics average over every position
+# (ORPO's and CPO's logits/*): queries only, that see what a padding position of that row sees in TRL's layout, the
+# row's real tokens, and that nothing sees.
+CHOSEN_PADDING, REJECTED_PADDING = 3, 4
+ROW_SEGMENT = torch.tensor([PROMPT, CHOSEN, REJECTED, CHOSEN, REJECTED, PAD])  # the answer a segment's queries see
 COMMON = -1  # the group of a packed row's common prefix, which every pair sees
 # The longest packed row: its attention costs about length / (6 * hidden size) of the layers' matmuls.
 MAX_PACKED_LENGTH = 1024
@@ -47,7 +52,7 @@ class SharedPromptRows:
     input_ids: torch.Tensor  # TRL's [2B, L], to recognise the batch when the backbone is called
     shared_ids: torch.Tensor  # [R, N]
     position_ids: torch.Tensor  # [R, N]
-    segments: torch.Tensor  # [R, N]: PROMPT, CHOSEN, REJECTED or PAD
+    segments: torch.Tensor  # [R, N]: PROMPT, CHOSEN, REJECTED, CHOSEN_PADDING, REJECTED_PADDING or PAD
     groups: torch.Tensor  # [R, N]: the pair each position belongs to, COMMON for a packed row's common prefix
     source: torch.Tensor  # [2B, L]: index into the flattened [R*N] shared rows, -1 at padding
 
@@ -58,14 +63,15 @@ class SharedPromptRows:
 
     def attention_mask(self, implementation: str, dtype: torch.dtype) -> torch.Tensor:
         """[R, 1, N, N]: causal; a pair sees the common prefix and its own prompt, the rejected answer is blind to
-        the chosen one; a padding position sees only itself (a fully masked row would give NaN)."""
+        the chosen one, a padding query sees its row's real tokens only; a PAD position sees only itself (a fully
+        masked row would give NaN)."""
         n = self.segments.shape[1]
         query, key = self.segments.unsqueeze(2), self.segments.unsqueeze(1)
         same_pair = self.groups.unsqueeze(2) == self.groups.unsqueeze(1)
         causal = torch.ones(n, n, dtype=torch.bool, device=self.segments.device).tril()
-        own = same_pair & ((key == PROMPT) | (key == query))
+        own = same_pair & ((key == PROMPT) | (key == ROW_SEGMENT.to(query.device)[query]))
         allowed = causal & (query != PAD) & ((self.groups.unsqueeze(1) == COMMON) | own)
-        allowed |= torch.eye(n, dtype=torch.bool, device=self.segments.device)
+        allowed |= torch.eye(n, dtype=torch.bool, device=self.segments.device) & (query == PAD)
         allowed = allowed.unsqueeze(1)
         if implementation == "sdpa":
             return allowed
@@ -118,10 +124,14 @@ def _common_prefix_length(ids: torch.Tensor, segments: torch.Tensor) -> int:
 
 
 def share_prompts(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    padding_queries: bool = False,
 ) -> SharedPromptRows | None:
-    """The shared layout of a DPO batch, or None if it is not right-padded [chosen; rejected] rows whose pairs
-    start with the same prompt followed by their answer."""
+    """The shared layout of a batch of pairs, or None if it is not right-padded [chosen; rejected] rows whose pairs
+    start with the same prompt followed by their answer. With `padding_queries`, TRL's padding positions are computed
+    too (CHOSEN_PADDING, REJECTED_PADDING), so that every position of TRL's layout gets its hidden state."""
     rows, length = input_ids.shape
     if rows % 2 or rows == 0:
         return None
@@ -143,29 +153,41 @@ def share_prompts(
     if not same_prompt:
         return None
 
-    chosen, rejected = lengths[:pairs] - prompt, lengths[pairs:] - prompt
-    shared_lengths = prompt + chosen + rejected
-    n = int(shared_lengths.max())
+    # Each shared row is a run of blocks: (segment, its length, TRL row it comes from: 0 chosen or 1 rejected, its
+    # first column there).
+    chosen_end, rejected_end = lengths[:pairs], lengths[pairs:]
+    blocks = [
+        (PROMPT, prompt, 0, torch.zeros_like(prompt)),
+        (CHOSEN, chosen_end - prompt, 0, prompt),
+        (REJECTED, rejected_end - prompt, 1, prompt),
+    ]
+    if padding_queries:
+        blocks += [
+            (CHOSEN_PADDING, length - chosen_end, 0, chosen_end),
+            (REJECTED_PADDING, length - rejected_end, 1, rejected_end),
+        ]
+    n = int(sum(size for _, size, _, _ in blocks).max())
     j = torch.arange(n, device=input_ids.device).expand(pairs, -1)
-    p, c = prompt.unsqueeze(1), chosen.unsqueeze(1)
+    pair_index = torch.arange(pairs, device=input_ids.device).unsqueeze(1)
     segments = torch.full((pairs, n), PAD, dtype=torch.long, device=input_ids.device)
-    segments[j < p] = PROMPT
-    segments[(j >= p) & (j < p + c)] = CHOSEN
-    segments[(j >= p + c) & (j < shared_lengths.unsqueeze(1))] = REJECTED
-    # Where each shared position comes from in TRL's layout: the chosen row up to its end, then the rejected row.
-    from_rejected = segments == REJECTED
-    source_row = torch.arange(pairs, device=input_ids.device).unsqueeze(1) + pairs * from_rejected
-    source_col = (j - c * from_rejected).clamp(max=length - 1)
-    shared_ids = torch.where(segments == PAD, input_ids[0, 0], input_ids[source_row, source_col])
-    position_ids = torch.where(segments == PAD, 0, source_col)
+    source_row, source_col = pair_index.expand(pairs, n).clone(), torch.zeros_like(segments)
+    start = torch.zeros_like(prompt).unsqueeze(1)
+    for segment, size, side, first_column in blocks:
+        inside = (j >= start) & (j < start + size.unsqueeze(1))
+        segments[inside] = segment
+        source_row = torch.where(inside, pair_index + pairs * side, source_row)
+        source_col = torch.where(inside, j - start + first_column.unsqueeze(1), source_col)
+        start = start + size.unsqueeze(1)
+    computed = segments != PAD
+    shared_ids = torch.where(computed, input_ids[source_row, source_col], input_ids[0, 0])
+    position_ids = torch.where(computed, source_col, 0)
 
-    # And back: TRL row b (chosen) column t is shared b, t; rejected row b is the prompt, then shared b, t + c.
-    t = position[:pairs]
-    base = (torch.arange(pairs, device=input_ids.device) * n).unsqueeze(1)
-    chosen_source = torch.where(real[:pairs], base + t, -1)
-    rejected_source = torch.where(real[pairs:], base + t + c * (t >= p), -1)
-    groups = torch.arange(pairs, device=input_ids.device).unsqueeze(1).expand(pairs, n)
-    sources = torch.cat([chosen_source, rejected_source])
+    # And back: each TRL position from the shared position that computes it; a rejected row's prompt is its chosen
+    # row's.
+    sources = torch.full((rows, length), -1, dtype=torch.long, device=input_ids.device)
+    sources[source_row[computed], source_col[computed]] = (pair_index * n + j)[computed]
+    sources[pairs:][in_prompt] = sources[:pairs][in_prompt]
+    groups = pair_index.expand(pairs, n)
     return SharedPromptRows(input_ids, shared_ids, position_ids, segments, groups, sources)
 
 
@@ -190,21 +212,50 @@ def pack_sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Sha
     return packed if packed is not layout else None
 
 
+def pair_answers(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """For [chosen; rejected] rows without a prompt/answer split (a reward model's batch): the completion mask that
+    makes each pair's prompt the tokens its two rows start with."""
+    pairs = input_ids.shape[0] // 2
+    real = attention_mask.bool()
+    same = (input_ids[:pairs] == input_ids[pairs:]) & real[:pairs] & real[pairs : 2 * pairs]
+    shared = same.long().cumprod(1).sum(1).repeat(2)
+    position = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return (real & (position >= shared.unsqueeze(1))).long()
+
+
 @contextlib.contextmanager
-def shared_prompt_rows(batch: dict, sequences: bool = False):
+def rows_computed_as(*layouts: SharedPromptRows | None):
+    """While open, a patched backbone called on the input_ids of one of `layouts` computes them in that layout (KTO:
+    its completion rows and its KL rows, each in a forward of its own)."""
+    token = _ACTIVE.set(tuple(layout for layout in layouts if layout is not None))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def shared_prompt_rows(batch: dict, sequences: bool = False, padding_queries: bool = False):
     """While open, patched backbones compute this batch as shared-prompt rows: TRL's collated DPO batch, or, with
-    `sequences=True`, a batch of plain right-padded sequences (SFT) packed around their common prefix."""
+    `sequences=True`, a batch of plain right-padded sequences (SFT) packed around their common prefix;
+    `padding_queries`: see share_prompts."""
     if sequences:
         layout = pack_sequences(batch["input_ids"], batch["attention_mask"])
     else:
-        layout = share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        layout = share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"], padding_queries)
         if layout is not None:  # packed once here, not on each backbone call (policy and reference)
             layout = layout.packed()
-    token = _ACTIVE.set(layout)
-    try:
+    with rows_computed_as(layout):
         yield layout
-    finally:
-        _ACTIVE.reset(token)
+
+
+def _layout_of(input_ids: torch.Tensor | None) -> SharedPromptRows | None:
+    if input_ids is None:
+        return None
+    for layout in _ACTIVE.get():
+        if input_ids.shape == layout.input_ids.shape and torch.equal(input_ids, layout.input_ids):
+            return layout
+    return None
 
 
 def can_share_prompt(model) -> bool:
@@ -231,17 +282,15 @@ def add_shared_prompt_backbone(model) -> bool:
 
     @functools.wraps(original_forward)
     def forward(*args, input_ids=None, attention_mask=None, **kwargs):
-        layout = _ACTIVE.get()
+        if args and input_ids is None:  # sequence classifiers pass input_ids by position
+            input_ids, *args = args
+        layout = None if args else _layout_of(input_ids)
         plain = (
             layout is None
-            or args
-            or input_ids is None
-            or input_ids.shape != layout.input_ids.shape
             or any(kwargs.get(k) is not None for k in ("position_ids", "inputs_embeds", "cache", "past_key_values"))
             or kwargs.get("use_cache")
             or kwargs.get("output_hidden_states")
             or kwargs.get("output_attentions")
-            or not torch.equal(input_ids, layout.input_ids)
         )
         if plain:
             return original_forward(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
