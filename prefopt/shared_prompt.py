@@ -30,6 +30,9 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 _ACTIVE: contextvars.ContextVar[tuple[SharedPromptRows, ...]] = contextvars.ContextVar("shared_prompt_rows", default=())
 # Attention implementations that take a custom 4D mask as it is: sdpa a boolean one, eager an additive one.
@@ -85,21 +88,35 @@ class SharedPromptRows:
         valid = self.source >= 0
         return flat[self.source.clamp(min=0)] * valid.unsqueeze(-1).to(hidden.dtype)
 
+    @property
+    def trailing_queries(self) -> int:
+        """How many padding queries end the row of a packed layout (it puts them last); 0 with several rows."""
+        if self.segments.shape[0] != 1:
+            return 0
+        queries = _padding_queries(self.segments[0])
+        count = int(queries.sum())
+        return count if count and bool(queries[-count:].all()) else 0
+
     def packed(self, max_length: int = MAX_PACKED_LENGTH) -> SharedPromptRows:
-        """The pairs in one row, their common prefix once; this layout itself when there is no common prefix, one
-        pair, or the row would be longer than max_length."""
+        """The pairs in one row, their common prefix once, then every padding query; this layout itself when there
+        is no common prefix, one pair, or the row would be longer than max_length."""
         pairs = self.shared_ids.shape[0]
         if pairs < 2:
             return self
         real = self.segments != PAD
-        lengths = real.sum(1)
+        queries = _padding_queries(self.segments)
+        lengths, query_lengths = (real & ~queries).sum(1), queries.sum(1)
         prefix = _common_prefix_length(self.shared_ids, self.segments)
-        total = prefix + int((lengths - prefix).sum())
+        total_computed = prefix + int((lengths - prefix).sum())
+        total = total_computed + int(query_lengths.sum())
         if prefix == 0 or total > max_length:
             return self
         j = torch.arange(self.shared_ids.shape[1], device=real.device).expand(pairs, -1)
         offsets = prefix + torch.cumsum(lengths - prefix, 0) - (lengths - prefix)
         index = torch.where(j < prefix, j, offsets.unsqueeze(1) + j - prefix)  # each shared position's packed place
+        # A pair's padding queries follow its answers in its own row; packed, all of them come last.
+        query_offsets = total_computed + torch.cumsum(query_lengths, 0) - query_lengths
+        index = torch.where(queries, (query_offsets - lengths).unsqueeze(1) + j, index)
         index = torch.where(real, index, -1)
         pair_index = torch.arange(pairs, device=real.device).unsqueeze(1).expand_as(j)
         packed = {}
@@ -115,6 +132,10 @@ class SharedPromptRows:
         flat_index = index.reshape(-1)
         source = torch.where(self.source >= 0, flat_index[self.source.clamp(min=0)], -1)
         return SharedPromptRows(self.input_ids, source=source, **packed)
+
+
+def _padding_queries(segments: torch.Tensor) -> torch.Tensor:
+    return (segments == CHOSEN_PADDING) | (segments == REJECTED_PADDING)
 
 
 def _common_prefix_length(ids: torch.Tensor, segments: torch.Tensor) -> int:
@@ -297,6 +318,10 @@ def add_shared_prompt_backbone(model) -> bool:
         kwargs = {k: v for k, v in kwargs.items() if k not in ("position_ids", "inputs_embeds")}
         dtype = backbone.get_input_embeddings().weight.dtype
         mask = layout.attention_mask(implementation, dtype if dtype.is_floating_point else torch.float32)
+        queries = layout.trailing_queries if torch.is_grad_enabled() and not _checkpointed(backbone) else 0
+        if queries:
+            hidden = _forward_queries_without_gradient(original_forward, backbone, layout, mask, queries, kwargs)
+            return BaseModelOutputWithPast(last_hidden_state=layout.to_pair_rows(hidden))
         outputs = original_forward(
             input_ids=layout.shared_ids, attention_mask=mask, position_ids=layout.position_ids, **kwargs
         )
@@ -306,3 +331,38 @@ def add_shared_prompt_backbone(model) -> bool:
     backbone.forward = forward
     backbone._shares_prompt = True
     return True
+
+
+def _checkpointed(backbone) -> bool:
+    """Whether activation checkpointing recomputes its layers now: they then drop any KV cache."""
+    return backbone.training and any(
+        getattr(layer, "gradient_checkpointing", False)
+        for layer in backbone.modules()
+        if isinstance(layer, GradientCheckpointingLayer)
+    )
+
+
+def _forward_queries_without_gradient(forward, backbone, layout, mask, queries: int, kwargs) -> torch.Tensor:
+    """The packed row's hidden states, its trailing padding queries computed after the rest from its KV cache and
+    without gradient: they feed only metrics, so they need no backward pass."""
+    computed = layout.shared_ids.shape[1] - queries
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("use_cache", "cache", "past_key_values")}
+    cache = DynamicCache(config=backbone.config)
+    hidden = forward(
+        input_ids=layout.shared_ids[:, :computed],
+        attention_mask=mask[:, :, :computed, :computed],
+        position_ids=layout.position_ids[:, :computed],
+        cache=cache,
+        use_cache=True,
+        **kwargs,
+    ).last_hidden_state
+    with torch.no_grad():
+        query_hidden = forward(
+            input_ids=layout.shared_ids[:, computed:],
+            attention_mask=mask[:, :, computed:, :],
+            position_ids=layout.position_ids[:, computed:],
+            cache=cache,
+            use_cache=True,
+            **kwargs,
+        ).last_hidden_state
+    return torch.cat([hidden, query_hidden], dim=1)

@@ -6,6 +6,7 @@ import torch
 from trl.experimental.cpo import CPOTrainer
 from trl.experimental.orpo import ORPOTrainer
 
+from prefopt import shared_prompt
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
 from prefopt.trainers_experimental import FastCPOTrainer, FastORPOTrainer
@@ -20,7 +21,9 @@ TRAINERS["simpo"] = TRAINERS["cpo"]
 
 @pytest.mark.parametrize("method", ["orpo", "cpo", "simpo"])
 @pytest.mark.parametrize(("attention", "batch"), [("sdpa", 8), ("eager", 2)])
-def test_recipe_trainer_gives_trls_loss_metrics_and_gradients(method, attention, batch, backbone_row_shapes):
+def test_recipe_trainer_gives_trls_loss_metrics_and_gradients(
+    method, attention, batch, backbone_row_shapes, monkeypatch
+):
     cfg = compose_config(
         f"method={method}",
         *TINY,
@@ -33,9 +36,17 @@ def test_recipe_trainer_gives_trls_loss_metrics_and_gradients(method, attention,
     trls = one_step(trl_class, cfg, train, recipe, attention, lm_head_inputs)
     assert not backbone_row_shapes and [len(shape) for shape in lm_head_inputs] == [3]  # TRL: every position
     lm_head_inputs.clear()
+    query_passes, forward_queries = [], shared_prompt._forward_queries_without_gradient
+    monkeypatch.setattr(
+        shared_prompt,
+        "_forward_queries_without_gradient",
+        lambda *args: query_passes.append(1) or forward_queries(*args),
+    )
     ours = one_step(fast_class, cfg, train, recipe, attention, lm_head_inputs)
-    # One row per pair (8 tiny-model pairs are too long to pack) or one packed row, TRL's padding computed in it.
+    # One row per pair (8 tiny-model pairs are too long to pack) with TRL's padding computed in it, or one packed
+    # row whose padding queries go through the model after the rest, without gradient.
     assert [shape[0] for shape in backbone_row_shapes] == [batch if batch == 8 else 1]
+    assert len(query_passes) == (batch == 2)
     assert [len(shape) for shape in lm_head_inputs] == [2]  # the scored tokens only
     assert_same_step(ours, trls)
     expected = {"nll_loss", "logits/chosen", "logits/rejected"} | ({"log_odds_ratio"} if method == "orpo" else set())
