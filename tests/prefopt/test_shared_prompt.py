@@ -256,13 +256,18 @@ def test_shared_rows_of_length_grouped_ragged_pairs_are_over_90_percent_tokens()
     assert shared_positions < 0.7 * trl_positions
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("gradient", [False, True])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("layout", ["rows", "packed"])
-def test_padding_queries_give_trls_hidden_states_at_every_position_padding_included(layout, attention):
+def test_padding_queries_give_trls_hidden_states_at_every_position_padding_included(
+    layout, attention, gradient, device, monkeypatch
+):
     """ORPO's and CPO's logits/* average every position of TRL's rows: their padding is computed as queries that
-    see what TRL's padding sees (the row's real tokens) and that nothing sees."""
+    see what TRL's padding sees (the row's real tokens) and that nothing sees. With gradient, a packed row's queries
+    go through the model after the rest, from its KV cache."""
     cfg = compose_config(*TINY)
-    model = load_model(cfg.model, "fp32", seed=0)
+    model = load_model(cfg.model, "fp32", seed=0).to(device)
     model.set_attn_implementation(attention)
     ids, attention_mask, completion = (
         (IDS, ATTENTION, COMPLETION) if layout == "rows" else (IDS_COMMON, ATTENTION_COMMON, COMPLETION_COMMON)
@@ -275,15 +280,23 @@ def test_padding_queries_give_trls_hidden_states_at_every_position_padding_inclu
         mask = rows.attention_mask("sdpa", torch.float32)[0, 0]
         assert mask[9, :5].all() and not mask[9, 5:].any()  # a padding query: its row's tokens, not itself
         assert not mask[:, 9:11].any()  # nothing sees a padding query (11 is filler, which sees itself)
+    else:
+        assert rows.packed().trailing_queries == int((ATTENTION_COMMON == 0).sum())  # all of them, last
+    query_passes, forward_queries = [], shared_prompt._forward_queries_without_gradient
+    monkeypatch.setattr(
+        shared_prompt, "_forward_queries_without_gradient", lambda *a: query_passes.append(1) or forward_queries(*a)
+    )
+    ids, attention_mask, completion = ids.to(device), attention_mask.to(device), completion.to(device)
     with torch.no_grad():
         plain = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
-        assert shared_prompt.add_shared_prompt_backbone(model)
-        batch_ = batch(ids, attention_mask, completion)
-        with shared_prompt.shared_prompt_rows(batch_, padding_queries=True) as used:
+    assert shared_prompt.add_shared_prompt_backbone(model)
+    with torch.set_grad_enabled(gradient):
+        with shared_prompt.shared_prompt_rows(batch(ids, attention_mask, completion), padding_queries=True) as used:
             shared = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
     assert (used.shared_ids.shape[0] == 1) == (layout == "packed")
+    assert len(query_passes) == (layout == "packed" and gradient)
     assert not attention_mask.bool().all()  # the rows do have padding
-    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)  # every position, padding included
+    torch.testing.assert_close(shared.detach(), plain, rtol=1e-5, atol=1e-5)  # every position, padding included
 
 
 def test_reward_model_pairs_share_the_tokens_their_rows_start_with():
