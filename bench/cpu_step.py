@@ -14,10 +14,12 @@ LoRA, built-in data, batch size, lr, max_length):
 Every row trains on the same batches in the same order (sequential sampling), the reference (DPO, IPO, KTO)
 computed at each step; the first --warmup steps are not timed. s/step is the median of the timed steps (the rows
 run one after another, so a burst of other work on a shared machine slows one row: the median ignores bursts
-shorter than half the steps; every step time is in the JSON). tokens/s counts the non-pad tokens of TRL's rows
-(KTO: its completion and KL rows). positions/step counts the positions the decoder layers computed per step (every
-forward: policy, reference, KL rows, the recomputation of activation checkpointing). Peak RSS is sampled every 20 ms
-while the row runs and includes what the process holds before the first row (libraries, data: `baseline_rss_mib`).
+shorter than half the steps; every step time is in the JSON). CPU s/step is the CPU time the process spent in a
+step: on a machine shared with other work it moves much less than the wall time, with `--threads 1` at least (two
+threads on two busy cores wait on each other). tokens/s counts the non-pad tokens of TRL's rows (KTO: its completion
+and KL rows). positions/step counts the positions the decoder layers computed per step (every forward: policy,
+reference, KL rows, the recomputation of activation checkpointing). Peak RSS is sampled every 20 ms while the row
+runs and includes what the process holds before the first row (libraries, data: `baseline_rss_mib`).
 """
 
 from __future__ import annotations
@@ -83,14 +85,17 @@ def compose_config(*overrides: str):
 
 
 class StepTimer(TrainerCallback):
+    """Each step's wall time, and the CPU time the process spent in it (all its threads)."""
+
     def __init__(self):
-        self.times = []
+        self.times, self.cpu_times = [], []
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.times.append(time.perf_counter() - self._start)
+        self.cpu_times.append(time.process_time() - self._cpu_start)
 
 
 class PeakRSS:
@@ -121,24 +126,26 @@ def release_memory() -> None:
 
 
 class PositionCounter:
-    """Positions the decoder layers compute: a hook on the first layer's MLP adds up the rows x length of each call
-    (the MLP, not the layer: activation checkpointing recomputes the layer's forward without its hooks)."""
+    """Positions the decoder layers compute: the first layer's MLP adds up the rows x length of each call. Its
+    forward is wrapped, not hooked: activation checkpointing recomputes it without running module hooks."""
 
     def __init__(self):
-        self.positions, self._hook = 0, None
+        self.positions, self._module = 0, None
 
     def attach(self, model) -> None:
         first = next(m for m in model.modules() if isinstance(m, GradientCheckpointingLayer))
-        self._hook = getattr(first, "mlp", first).register_forward_hook(self._count)
+        self._module = getattr(first, "mlp", first)
+        forward = self._module.forward
 
-    def _count(self, module, args, output):
-        hidden = args[0] if args else None
-        if isinstance(hidden, torch.Tensor):
+        def counting(hidden, *args, **kwargs):
             self.positions += hidden.shape[0] * hidden.shape[1]
+            return forward(hidden, *args, **kwargs)
+
+        self._module.forward = counting
 
     def detach(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
+        if self._module is not None:
+            del self._module.forward  # the class's forward again
 
 
 def _model(cfg, recipe, counter):
@@ -218,7 +225,7 @@ def run_floor(cfg, batches, timer, counter):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.learning_rate)
     beta = cfg.method.beta
     for batch in batches:
-        start = time.perf_counter()
+        timer.on_step_begin(None, None, None)
         ids, attention = batch["input_ids"], batch["attention_mask"]
         mask = batch["completion_mask"][:, 1:].float()
 
@@ -229,7 +236,7 @@ def run_floor(cfg, batches, timer, counter):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        timer.times.append(time.perf_counter() - start)
+        timer.on_step_end(None, None, None)
 
 
 def rows_of(method: str) -> tuple[str, ...]:
@@ -272,16 +279,20 @@ def measure(method: str, model: str, batch_size: int, steps: int, warmup: int) -
         seconds = statistics.median(timer.times[warmup:total])
         results[name] = {
             "s_per_step": seconds,
+            "cpu_s_per_step": statistics.median(timer.cpu_times[warmup:total]),
             "tokens_per_s": tokens_per_step(batches[warmup:total]) / seconds,
             "positions_per_step": counter.positions / total,
             "peak_rss_mib": rss.peak / 2**20,
             "step_s": timer.times,
+            "cpu_step_s": timer.cpu_times,
         }
     timed = batches[warmup:total]
     real, positions = token_counts(timed)
     ratios = {
         "plain_over_recipe": results["plain_trl"]["s_per_step"] / results["recipe"]["s_per_step"],
         "trl_config_over_recipe": results["trl_config"]["s_per_step"] / results["recipe"]["s_per_step"],
+        # CPU seconds: steadier than wall time on a machine shared with other work, with one thread at least
+        "plain_over_recipe_cpu": results["plain_trl"]["cpu_s_per_step"] / results["recipe"]["cpu_s_per_step"],
     }
     if "floor" in results:
         ratios["recipe_over_floor"] = results["recipe"]["s_per_step"] / results["floor"]["s_per_step"]
@@ -404,16 +415,16 @@ def print_table(result: dict) -> None:
         f"{result['load_average']}, after {result['load_average_after']}; RSS before the rows "
         f"{result['baseline_rss_mib']:.0f} MiB"
     )
-    print(f"{'row':10} {'s/step':>8} {'tokens/s':>9} {'positions/step':>15} {'peak RSS MiB':>13}")
+    print(f"{'row':10} {'s/step':>8} {'CPU s/step':>11} {'tokens/s':>9} {'positions/step':>15} {'peak RSS MiB':>13}")
     for name, row in result["rows"].items():
         print(
-            f"{name:10} {row['s_per_step']:8.2f} {row['tokens_per_s']:9.0f} {row['positions_per_step']:15.0f} "
-            f"{row['peak_rss_mib']:13.0f}"
+            f"{name:10} {row['s_per_step']:8.2f} {row['cpu_s_per_step']:11.2f} {row['tokens_per_s']:9.0f} "
+            f"{row['positions_per_step']:15.0f} {row['peak_rss_mib']:13.0f}"
         )
     ratios = result["ratios"]
     print(
-        f"plain TRL / recipe: {ratios['plain_over_recipe']:.2f}x the time; TRL with the recipe's config / recipe: "
-        f"{ratios['trl_config_over_recipe']:.2f}x"
+        f"plain TRL / recipe: {ratios['plain_over_recipe']:.2f}x the time ({ratios['plain_over_recipe_cpu']:.2f}x the "
+        f"CPU time); TRL with the recipe's config / recipe: {ratios['trl_config_over_recipe']:.2f}x"
         + (f"; recipe / floor: {ratios['recipe_over_floor']:.2f}x" if "recipe_over_floor" in ratios else "")
     )
     ragged = result.get("ragged")
@@ -440,10 +451,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--batch", type=int, default=8, help="examples per step: pairs (KTO: unpaired rows; SFT: rows)")
     parser.add_argument("--ragged", action="store_true", help="DPO: also padding with TRL's sampler vs length grouping")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
     if args.ragged and args.method != "dpo":
         parser.error("--ragged measures DPO's pairs: use it with --method dpo")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a machine shared with other work, fewer threads contend less
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")

@@ -11,6 +11,10 @@ head took 40% of a LoRA step's loss and backward (docs/performance.md).
 one logsumexp over their full logits and lets autograd do the backward. Its outputs are TRL's
 `FusedCausalLMOutput` with the same fields and meaning, so the trainer's loss and every logged metric are
 unchanged (tests/prefopt/test_lm_head.py compares them with TRL's head).
+
+TRL's experimental ORPO and CPO trainers have no such head: they build the full logits of every position on every
+device. `add_scoring_head` gives them the same economy (on any device): the log-probs of the labelled tokens, and
+each position's mean logit from `h . mean(W)` for their logits/* metrics.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""One row per DPO pair: the prompt goes through the model once, for the chosen and the rejected answer together.
+"""One row per pair: the prompt goes through the model once, for the chosen and the rejected answer together.
 
-TRL's DPOTrainer stacks a batch as [chosen rows; rejected rows], each row `prompt + answer`, right-padded to the
-longest: every prompt is computed twice and each pair's shorter answer is padded to the longer one. Attention is
-causal, so a prompt's hidden states are the same in both rows. While a trainer holds `shared_prompt_rows(batch)`,
-the backbone of a model patched with `add_shared_prompt_backbone` computes such a batch as one row per pair,
-`prompt + chosen + rejected`: the rejected answer's positions restart where the prompt ends and its tokens do not
-see the chosen ones. The hidden states are then put back in TRL's layout, so the LM head, the loss and every
-metric run unchanged on the same numbers (to float rounding; tests/prefopt/test_shared_prompt.py).
+TRL's pairwise trainers (DPO, ORPO, CPO/SimPO, reward models) stack a batch as [chosen rows; rejected rows], each
+row `prompt + answer`, right-padded to the longest: every prompt is computed twice and each pair's shorter answer is
+padded to the longer one. Attention is causal, so a prompt's hidden states are the same in both rows. While a
+trainer holds `shared_prompt_rows(batch)`, the backbone of a model patched with `add_shared_prompt_backbone`
+computes such a batch as one row per pair, `prompt + chosen + rejected`: the rejected answer's positions restart
+where the prompt ends and its tokens do not see the chosen ones. The hidden states are then put back in TRL's layout,
+so the LM head (or a reward model's score head), the loss and every metric run unchanged on the same numbers (to
+float rounding; tests/prefopt/test_shared_prompt.py). A reward model's rows have no prompt/answer split: the tokens a
+pair's two rows start with are its prompt (`pair_answers`).
 
 When every pair of a batch starts with the same tokens (a chat template's system prompt: 24 of SmolLM2's ~47
 prompt tokens), the rows are packed further into one row, `common prefix + [rest of prompt, chosen, rejected]` per
@@ -15,8 +17,13 @@ pairs. Packing stops at MAX_PACKED_LENGTH positions, beyond which attention over
 the positions saved. On the built-in data one row per pair computes 44% fewer positions than TRL's layout, one
 packed row per batch 69% fewer (docs/performance.md).
 
-SFT batches (`pack_sequences`, FastSFTTrainer) are packed the same way: one row, the tokens every sequence starts with
-computed once.
+ORPO's and CPO's logits/* metrics average the logits of every position of TRL's rows, padding included: with
+`padding_queries` those positions are computed too, as queries that see what they see in TRL's layout and that
+nothing sees; in a packed row they come last and, when the forward builds a graph, go through the model after the
+rest from its KV cache without gradient (they feed only the metrics).
+
+SFT batches (`pack_sequences`, FastSFTTrainer) and KTO's completion and KL rows (FastKTOTrainer) are packed the same
+way: one row, the tokens every sequence starts with computed once.
 
 Anything else (generation, a batch that is not such pairs, attention kernels that take no 4D mask, sliding-window
 or MoE models) goes through the backbone as it is.
@@ -42,7 +49,8 @@ PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
 # (ORPO's and CPO's logits/*): queries only, that see what a padding position of that row sees in TRL's layout, the
 # row's real tokens, and that nothing sees.
 CHOSEN_PADDING, REJECTED_PADDING = 3, 4
-ROW_SEGMENT = torch.tensor([PROMPT, CHOSEN, REJECTED, CHOSEN, REJECTED, PAD])  # the answer a segment's queries see
+# Indexed by a query's segment: the answer segment whose keys it sees (PAD, -1, reads the last entry).
+ROW_SEGMENT = torch.tensor([PROMPT, CHOSEN, REJECTED, CHOSEN, REJECTED, PAD])
 COMMON = -1  # the group of a packed row's common prefix, which every pair sees
 # The longest packed row: its attention costs about length / (6 * hidden size) of the layers' matmuls.
 MAX_PACKED_LENGTH = 1024

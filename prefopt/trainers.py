@@ -154,12 +154,13 @@ def log_layout_fallback() -> None:
 
 
 class FastKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
-    """TRL's KTOTrainer, with the same loss and metrics, and three changes that only make it faster:
+    """TRL's KTOTrainer, with the same loss and metrics, and four changes that only make it faster:
 
     - `share_prompt`: the completion rows, and the mismatched KL rows in their own forward, are each packed into one
       row around the tokens they all start with (a system prompt), computed once (prefopt.shared_prompt);
     - without Triton (CPU), the log-probs come from prefopt.lm_head, which projects completion tokens only;
-    - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (prefopt.ref_cache).
+    - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (prefopt.ref_cache);
+    - evaluation without compute_metrics skips the logits nothing reads.
     """
 
     def __init__(self, *args, share_prompt: bool = True, **kwargs):
@@ -186,6 +187,12 @@ class FastKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
     def compute_ref_log_probs(self, model, inputs):
         with self._packed_rows(inputs):
             return super().compute_ref_log_probs(model, inputs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Without compute_metrics nothing reads the logits, which TRL 1.16's KTOTrainer would rebuild in an extra
+        # forward over every position (its deprecated return_outputs path): the same eval metrics without it.
+        loss_only = prediction_loss_only or self.compute_metrics is None
+        return super().prediction_step(model, inputs, loss_only, ignore_keys)
 
     def _packed_rows(self, inputs):
         if not self.share_prompt:

@@ -26,13 +26,14 @@ def check_rows(result: dict, rows: tuple[str, ...]) -> None:
     assert set(result["rows"]) == set(rows)
     for name in rows:
         row = result["rows"][name]
-        for key in ("s_per_step", "tokens_per_s", "peak_rss_mib", "positions_per_step"):
+        for key in ("s_per_step", "cpu_s_per_step", "tokens_per_s", "peak_rss_mib", "positions_per_step"):
             assert math.isfinite(row[key]) and row[key] > 0, (name, key, row[key])
         # tokens/s counts the same non-pad tokens in every row: the rows trained on the same batches
         assert row["tokens_per_s"] * row["s_per_step"] == pytest.approx(result["tokens_per_step"], rel=1e-9)
     rows_, ratios = result["rows"], result["ratios"]
     assert ratios["plain_over_recipe"] == rows_["plain_trl"]["s_per_step"] / rows_["recipe"]["s_per_step"]
     assert ratios["trl_config_over_recipe"] == rows_["trl_config"]["s_per_step"] / rows_["recipe"]["s_per_step"]
+    assert ratios["plain_over_recipe_cpu"] == rows_["plain_trl"]["cpu_s_per_step"] / rows_["recipe"]["cpu_s_per_step"]
 
 
 def test_dpo_json_has_four_rows_their_ratios_and_the_padding_of_ragged_pairs():
@@ -62,7 +63,7 @@ def cpu_bench():
     return load_script("bench/cpu_step.py")
 
 
-@pytest.mark.parametrize("method", ["kto", "orpo", "simpo", "rm"])
+@pytest.mark.parametrize("method", ["kto", *(pytest.param(m, marks=pytest.mark.slow) for m in ("orpo", "simpo", "rm"))])
 def test_each_method_names_itself_and_computes_fewer_positions_than_trl(cpu_bench, method):
     result = cpu_bench.measure(method, "tiny-random", batch_size=8, steps=1, warmup=0)
     assert result["method"] == method

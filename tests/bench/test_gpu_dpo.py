@@ -97,7 +97,7 @@ def test_rows_release_their_model(gpu_bench):
 
 def test_orpo_and_kto_rows_beside_dpos_train_the_same_steps(gpu_bench, tmp_path, monkeypatch, capsys):
     out = tmp_path / "rows.jsonl"
-    rows = "plain,recipe,plain+share_prompt"
+    rows = "plain,recipe"
     argv = ["gpu_dpo.py", *TINY_ARGS, "--methods", "orpo,kto", "--rows", rows, "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     gpu_bench.main()
@@ -110,7 +110,7 @@ def test_orpo_and_kto_rows_beside_dpos_train_the_same_steps(gpu_bench, tmp_path,
         assert "error" not in line, line
         plain = next(p for p in lines if (p["method"], p["row"]) == (line["method"], "plain"))
         assert line["train_loss"] == pytest.approx(plain["train_loss"], abs=1e-5), line  # levers change speed only
-        assert line["share_prompt"] == (line["row"] != "plain"), line
+        assert line["share_prompt"] == (line["row"] == "recipe"), line
         # KTO trains on each pair's two unpaired rows: 8 rows per step for 4 pairs.
         assert line["micro_batch"] * line["accumulation"] == (8 if line["method"] == "kto" else 4), line
     assert "orpo lora: recipe / plain TRL = " in printed and "kto lora: recipe / plain TRL = " in printed

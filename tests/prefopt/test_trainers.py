@@ -221,3 +221,44 @@ def test_reward_trainer_gives_trls_loss_metrics_and_gradients_from_one_row_per_p
     # 8 tiny-model pairs are too long to pack: one row per pair; 2 are packed into one row.
     assert [shape[0] for shape in backbone_row_shapes] == [batch if batch == 8 else 1]
     assert_same_step(ours, trls)
+
+
+def test_kto_with_a_model_that_cannot_take_the_mask_keeps_trls_layout_and_says_so(caplog, backbone_row_shapes):
+    cfg = compose_config("method=kto", *TINY, "train.per_device_train_batch_size=2")
+    train, _ = load_splits(cfg.dataset, "unpaired")
+    model = load_model(cfg.model, "fp32")
+    model.config.sliding_window = 4  # sliding-window attention: a custom mask would ignore the window
+    with caplog.at_level("INFO", logger="prefopt.trainers"):
+        trainer = FastKTOTrainer(
+            model=model,
+            args=kto.RECIPE.build_config(cfg),
+            train_dataset=train,
+            processing_class=load_tokenizer(cfg.model),
+            peft_config=lora_config(cfg.peft),
+        )
+    assert trainer.share_prompt is False
+    assert "share_prompt: off for this model" in caplog.text
+    trainer.compute_loss(trainer.model, trainer._prepare_inputs(next(iter(trainer.get_train_dataloader()))))
+    assert backbone_row_shapes == []
+
+
+def test_kto_evaluation_skips_the_logits_nothing_reads():
+    """TRL's KTOTrainer rebuilds every position's logits in an extra forward when evaluation asks for them; without
+    compute_metrics nothing reads them, so the recipe's trainer returns the loss alone, the same loss."""
+    cfg = compose_config("method=kto", *TINY, "train.per_device_train_batch_size=2")
+    train, _ = load_splits(cfg.dataset, "unpaired")
+    losses = {}
+    for trainer_class in (KTOTrainer, FastKTOTrainer):
+        trainer = trainer_class(
+            model=load_model(cfg.model, "fp32", seed=0),
+            args=kto.RECIPE.build_config(cfg),
+            train_dataset=train,
+            processing_class=load_tokenizer(cfg.model),
+            peft_config=lora_config(cfg.peft),
+        )
+        trainer.model.eval()
+        batch = next(iter(trainer.get_train_dataloader()))
+        loss, logits, labels = trainer.prediction_step(trainer.model, batch, prediction_loss_only=False)
+        losses[trainer_class] = loss.item()
+        assert (logits is None and labels is None) == (trainer_class is FastKTOTrainer)
+    assert losses[FastKTOTrainer] == pytest.approx(losses[KTOTrainer], abs=1e-6)

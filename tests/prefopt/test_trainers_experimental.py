@@ -88,3 +88,23 @@ def test_share_prompt_false_keeps_trls_layout(backbone_row_shapes):
     assert trainer.share_prompt is False and trainer.scoring_head
     trainer.compute_loss(trainer.model, trainer._prepare_inputs(next(iter(trainer.get_train_dataloader()))))
     assert backbone_row_shapes == []
+
+
+def test_a_model_that_cannot_take_the_mask_keeps_trls_layout_and_says_so(caplog, backbone_row_shapes):
+    cfg = compose_config("method=orpo", *TINY)
+    train, _ = load_splits(cfg.dataset, "paired")
+    model = load_model(cfg.model, "fp32")
+    model.config.sliding_window = 4  # sliding-window attention: a custom mask would ignore the window
+    with caplog.at_level("INFO", logger="prefopt.trainers_experimental"):
+        trainer = FastORPOTrainer(
+            model=model,
+            args=orpo.RECIPE.build_config(cfg),
+            train_dataset=train,
+            processing_class=load_tokenizer(cfg.model),
+        )
+    assert trainer.share_prompt is False and trainer.scoring_head
+    assert [r.message for r in caplog.records if "share_prompt" in r.message] == [
+        "share_prompt: off for this model (its attention takes no custom mask), TRL's layout is used"
+    ]
+    trainer.compute_loss(trainer.model, trainer._prepare_inputs(next(iter(trainer.get_train_dataloader()))))
+    assert backbone_row_shapes == []
