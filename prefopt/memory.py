@@ -19,7 +19,8 @@ What is counted, per device, at the peak of a step (the backward pass, once the 
   attention output, SwiGLU's four intermediate-sized tensors); with checkpointing only each layer's input plus one
   layer in full while it is recomputed; plus a few hidden-sized tensors outside the layers. fp32 adapters over bf16
   activations add the layer in flight's inputs cast to fp32. TRL's DPOTrainer, KTOTrainer and SFTTrainer compute log-probs
-  in chunks and never hold the logits; other trainers (ORPO, CPO/SimPO) hold them with their fp32 log-softmax.
+  in chunks and never hold the logits; other trainers (ORPO, CPO/SimPO) hold them with their fp32 log-softmax, counted
+  here for every token (the recipes' scoring head holds those of the scored tokens only: an upper bound for them).
 
 Calibrated: LAYER_FACTOR and EXTRA_HIDDEN are fitted to torch.cuda.max_memory_allocated of plain TRL 1.16 /
 transformers 5.24 DPO on a random-init Llama-3-8B shape, LoRA r16 all-linear, bf16, 4 pairs x 2 x 1024 tokens:
