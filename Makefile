@@ -109,11 +109,12 @@ frontier: $(STAMP) ## pass rate against KL for each run of a sweep: frontier swe
 	$(if $(sweep),,$(error give the sweep directory: make frontier sweep=multirun/dpo/<model>/<time>))
 	$(PY) scripts/plot_frontier.py $(sweep) $(ARGS)
 
-# CPU benchmark of one DPO step: the recipe, plain TRL and a hand-written floor on the same batches (docs/performance.md).
+# CPU benchmark of one training step of method= (dpo by default): the recipe against plain TRL on the same batches
+# (docs/performance.md).
 .PHONY: bench
 
-bench: $(STAMP) ## CPU DPO step: recipe vs plain TRL vs floor, ~2 min [model=tiny-random ARGS="--steps 4 --ragged --json"]
-	$(PY) bench/cpu_dpo.py $(if $(model),--model $(model)) $(ARGS)
+bench: $(STAMP) ## CPU step of method=: recipe vs plain TRL, a few min [method=dpo model=tiny-random ARGS="--steps 4 --json"]
+	$(PY) bench/cpu_step.py --method $(method) $(if $(model),--model $(model)) $(ARGS)
 
 LINTED := prefopt recipes scripts bench tests
 

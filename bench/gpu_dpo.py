@@ -1,19 +1,22 @@
-"""GPU benchmark: LoRA and QLoRA DPO on a random Llama-3-8B-shaped model, the recipe against plain TRL, no downloads.
+"""GPU benchmark: LoRA and QLoRA DPO, ORPO and KTO on a random Llama-3-8B-shaped model, the recipe against plain TRL.
 
-Run on a GPU machine: `python bench/gpu_dpo.py --variants lora,qlora --steps 8` (bench/gpu.sh wraps it);
-`--shape tiny` checks the script on a CPU in seconds. For each variant, in one process, on the same pairs:
-  plain   trl.DPOTrainer with DPOConfig defaults (activation checkpointing on), 4 pairs per step
-  recipe  recipes/dpo.py's trainer on the composed config: shared-prompt rows, and micro-batch, accumulation and
+Run on a GPU machine: `python bench/gpu_dpo.py --variants lora,qlora --steps 8` (bench/gpu.sh wraps it; no
+downloads); `--methods dpo,orpo,kto` adds ORPO's and KTO's rows beside DPO's; `--shape tiny` checks the script on a
+CPU in seconds. For each method and variant, in one process, on the same pairs (KTO: each pair as its two unpaired
+rows, 8 rows per step):
+  plain   TRL's trainer with its config's defaults (activation checkpointing on), 4 pairs per step
+  recipe  the method's recipe trainer on the composed config: shared-prompt rows, and micro-batch, accumulation and
           checkpointing picked by a memory preset (`--lora-budget-gib`, `--qlora-budget-gib`), 4 pairs per step
   plain+LEVER[+LEVER]  plain TRL with one lever (or several) of LEVERS, to measure each on its own:
           `--rows plain,plain+no_ckpt,plain+share_prompt,recipe`; recipe+LEVER adds one the recipe lacks (RECIPE_LEVERS)
 Prints s/step, tokens/s, peak GPU memory and MFU; `--json` prints one object, `--out FILE` appends each row as a
 JSON line as soon as it ends (a run cut short keeps its finished rows). A row that fails (out of memory, a kernel
 not installed) prints its error and the next row runs. tokens/s counts the tokens of the pairs (2 x prompt+answer
-per pair) in every row, whatever a row computes. MFU counts 8*N FLOPs per such token: 6N for the policy's
-forward+backward, 2N for the reference forward (N = parameters; LoRA skips most weight gradients, so this
-overstates the work and is comparable across rows). setup_s is the trainer's construction: with ref_precomputed it
-includes the reference pass over the whole dataset, which the step times leave out.
+per pair) in every row, whatever a row computes. MFU counts FLOPS_PER_TOKEN[method] * N FLOPs per such token: 6N
+for the policy's forward+backward, 2N per forward without gradient (DPO: the reference; KTO: the reference, and the
+KL rows through policy and reference) (N = parameters; LoRA skips most weight gradients, so this overstates the
+work and is comparable across rows). setup_s is the trainer's construction: with ref_precomputed it includes the
+reference pass over the whole dataset, which the step times leave out.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from datasets import Dataset
 from omegaconf import OmegaConf, open_dict
 from transformers import TrainerCallback
 from transformers.modeling_layers import GradientCheckpointingLayer
-from trl import DPOConfig, DPOTrainer
+from trl import DPOTrainer, KTOTrainer
 
 from prefopt.adapters import lora_config, quantization_config
 from prefopt.models import char_tokenizer, load_model
-from prefopt.run import trl_config
-from prefopt.trainers import FastDPOTrainer
+from prefopt.recipe import load_recipe
+from prefopt.run import Models, build_trainer, plan_run
+from prefopt.trainers import FastDPOTrainer, FastKTOTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,9 +71,28 @@ TINY = {
 }
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s of an H100/H200 SXM
 
-# One change each to plain TRL, as DPOConfig fields for a number of pairs per step. Two need more than a field:
-# share_prompt swaps DPOTrainer for the recipe's FastDPOTrainer with shared-prompt rows (on a CPU, also the
-# recipe's LM head); ckpt_half keeps checkpointing on every other decoder layer only (SelectiveCheckpointing).
+
+def trainer_classes(method: str) -> tuple[type, type]:
+    """(TRL's trainer, the recipe's trainer) of a method; ORPO's come from trl.experimental, imported when used."""
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOTrainer
+
+        from prefopt.trainers_experimental import FastORPOTrainer
+
+        return ORPOTrainer, FastORPOTrainer
+    return {"dpo": (DPOTrainer, FastDPOTrainer), "kto": (KTOTrainer, FastKTOTrainer)}[method]
+
+
+METHODS = ("dpo", "orpo", "kto")
+# Per token of the pairs, in units of N (parameters): 6 for the policy's forward+backward, 2 per forward without
+# gradient (DPO: the reference; KTO: the reference, and its KL rows through policy and reference).
+FLOPS_PER_TOKEN = {"dpo": 8, "orpo": 6, "kto": 12}
+REFERENCE_METHODS = ("dpo", "kto")  # the methods with a reference: the ref_precomputed lever applies to them
+
+# One change each to plain TRL, as fields of the method's TRL config for a number of pairs per step. Two need more
+# than a field: share_prompt swaps TRL's trainer for the recipe's (FastDPOTrainer, ...) with shared-prompt rows (on
+# a CPU, also the recipe's LM head); ckpt_half keeps checkpointing on every other decoder layer only
+# (SelectiveCheckpointing).
 LEVERS = {
     "no_ckpt": lambda pairs: {"gradient_checkpointing": False},
     "ckpt_half": lambda pairs: {"gradient_checkpointing": True},
@@ -126,6 +149,11 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def examples_per_step(method: str, pairs_per_step: int) -> int:
+    """KTO trains on each pair as two unpaired rows: twice the rows per step for the same pairs."""
+    return 2 * pairs_per_step if method == "kto" else pairs_per_step
+
+
 def pairs(n: int, prompt_len: int, answer_len: int) -> Dataset:
     # Character-level tokenizer: one character is one token, so lengths are exact.
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -166,12 +194,13 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, levers=()):
+def plain_trainer(method, variant, shape, precision, train, pairs_per_step, max_length, timer, levers=()):
     model, peft_cfg = load_random_model(variant, shape, precision)
-    settings = dict(per_device_train_batch_size=pairs_per_step, gradient_accumulation_steps=1)
+    batch = examples_per_step(method, pairs_per_step)
+    settings = dict(per_device_train_batch_size=batch, gradient_accumulation_steps=1)
     for lever in levers:
-        settings.update(LEVERS[lever](pairs_per_step))
-    args = DPOConfig(
+        settings.update(LEVERS[lever](batch))
+    args = load_recipe(f"recipes.{method}").config_class(
         output_dir="/tmp/bench-out",
         max_steps=len(train) // pairs_per_step,
         learning_rate=1e-5,
@@ -193,10 +222,11 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
         peft_config=lora_config(peft_cfg),
         callbacks=callbacks,
     )
+    trl_class, fast_class = trainer_classes(method)
     if "share_prompt" in levers:
-        trainer = FastDPOTrainer(**trainer_kwargs, share_prompt=True)
+        trainer = fast_class(**trainer_kwargs, share_prompt=True)
     else:
-        trainer = DPOTrainer(**trainer_kwargs)
+        trainer = trl_class(**trainer_kwargs)
     return trainer, {
         "micro_batch": args.per_device_train_batch_size,
         "accumulation": args.gradient_accumulation_steps,
@@ -204,22 +234,20 @@ def plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, 
     }
 
 
-def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib, levers=()):
+def recipe_trainer(method, variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib, levers=()):
     from prefopt.config import compose_config
-    from prefopt.memory import fit_hardware
-    from prefopt.model_setup import resolve_model_setup
-    from prefopt.recipe import load_recipe
 
     steps = len(train) // pairs_per_step
     cfg = compose_config(
+        f"method={method}",
         "model=llama3-8b",
         f"peft={variant}",
         "logger=none",
-        "method.loss_type=[sigmoid]",  # the loss plain TRL's DPOConfig defaults to
+        *(["method.loss_type=[sigmoid]"] if method == "dpo" else []),  # the loss plain TRL's DPOConfig defaults to
         "hardware=80gb",
         f"hardware.memory_gib={budget_gib}",
         "hardware.headroom_gib=0",
-        f"train.per_device_train_batch_size={pairs_per_step}",
+        f"train.per_device_train_batch_size={examples_per_step(method, pairs_per_step)}",
         f"train.max_length={max_length}",
         f"train.max_steps={steps}",
         "train.learning_rate=1e-5",
@@ -234,19 +262,10 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
     )
     with open_dict(cfg):
         cfg.model.shape = {k: shape[k] for k in cfg.model.shape}  # --shape tiny: the estimate of the tiny shape
-    recipe = load_recipe(cfg.method.recipe)
-    fit_hardware(cfg, recipe, resolve_model_setup(cfg, recipe))
+    plan = plan_run(cfg)  # the launcher's seam: the hardware preset applied, every config rule checked
     model, _ = load_random_model(variant, shape, precision)
-    trainer = recipe.build_trainer(
-        cfg,
-        args=trl_config(cfg),
-        model=model,
-        ref_model=None,
-        tokenizer=char_tokenizer(),
-        train_dataset=train,
-        eval_dataset=None,
-        peft_config=lora_config(cfg.peft),
-        callbacks=[timer],
+    trainer = build_trainer(
+        cfg, plan, Models(model, None, lora_config(cfg.peft)), char_tokenizer(), train, None, [timer]
     )
     return trainer, {
         "micro_batch": cfg.train.per_device_train_batch_size,
@@ -255,8 +274,11 @@ def recipe_trainer(variant, shape, precision, train, pairs_per_step, max_length,
     }
 
 
-def check_rows(rows: list[str]) -> None:
-    """Fail before any model loads on a row name the script does not know."""
+def check_rows(rows: list[str], methods: tuple[str, ...] = ("dpo",)) -> None:
+    """Fail before any model loads on a row or method name the script does not know."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown method '{unknown[0]}'. Methods: {', '.join(METHODS)}.")
     for row in rows:
         base, *levers = row.split("+")
         known = {"plain": LEVERS, "recipe": RECIPE_LEVERS}.get(base)
@@ -264,6 +286,12 @@ def check_rows(rows: list[str]) -> None:
             raise SystemExit(
                 f"--rows: unknown row '{row}'. Rows: plain, recipe, plain+LEVER[+LEVER...] with LEVER one "
                 f"of {', '.join(LEVERS)}; recipe+LEVER with one of {', '.join(RECIPE_LEVERS)}."
+            )
+        without_reference = [m for m in methods if m not in REFERENCE_METHODS]
+        if "ref_precomputed" in levers and without_reference:
+            raise SystemExit(
+                f"--rows: '{row}' precomputes reference log-probs, and {', '.join(without_reference)} trains "
+                f"without a reference; run it with --methods {','.join(REFERENCE_METHODS)}."
             )
 
 
@@ -276,17 +304,18 @@ def run(
     answer_len: int,
     shape: dict,
     budget_gib: float,
+    method: str = "dpo",
 ) -> dict:
     """One row, timed; its error instead when it fails (out of memory, a kernel not installed), so others still run."""
     try:
-        return _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, budget_gib)
+        return _run(method, row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, budget_gib)
     except Exception as error:  # any failure of one row is reported, and the next row runs
-        return {"row": row, "variant": variant, "error": f"{type(error).__name__}: {error}"[:500]}
+        return {"method": method, "row": row, "variant": variant, "error": f"{type(error).__name__}: {error}"[:500]}
     finally:
         _free_memory()
 
 
-def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, budget_gib) -> dict:
+def _run(method, row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, budget_gib) -> dict:
     cuda = torch.cuda.is_available()
     precision = "bf16" if cuda else "fp32"
     train = pairs(pairs_per_step * steps, prompt_len, answer_len)
@@ -296,10 +325,12 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
     setup_start = time.perf_counter()
     base, *levers = row.split("+")
     if base == "plain":
-        trainer, settings = plain_trainer(variant, shape, precision, train, pairs_per_step, max_length, timer, levers)
+        trainer, settings = plain_trainer(
+            method, variant, shape, precision, train, pairs_per_step, max_length, timer, levers
+        )
     else:
         trainer, settings = recipe_trainer(
-            variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib, levers
+            method, variant, shape, precision, train, pairs_per_step, max_length, timer, budget_gib, levers
         )
     setup_s = time.perf_counter() - setup_start
     model = trainer.model
@@ -311,11 +342,12 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
     tokens_per_step = pairs_per_step * 2 * (prompt_len + answer_len)
     seconds = sum(timed) / len(timed)
     result = {
+        "method": method,
         "row": row,
         "variant": variant,
         **settings,
         "checkpointed_layers": timer.checkpointed_layers,
-        "trl_switches": [field for field in TRL_SWITCHES if getattr(trainer.args, field)],
+        "trl_switches": [field for field in TRL_SWITCHES if getattr(trainer.args, field, False)],
         "weights_gib": round(weights_gib, 1),
         "linear_4bit_layers": sum(type(m).__name__ == "Linear4bit" for m in model.modules()),
         "setup_s": round(setup_s, 1),
@@ -324,7 +356,7 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None,
         "train_loss": round(train_loss, 6),  # the same in every row: levers change the speed, not the training
         "start_gib": round(start_gib, 1) if cuda else None,
-        "mfu": round(8 * LLAMA3_8B_PARAMS * tokens_per_step / seconds / H100_BF16_PEAK, 3),
+        "mfu": round(FLOPS_PER_TOKEN[method] * LLAMA3_8B_PARAMS * tokens_per_step / seconds / H100_BF16_PEAK, 3),
     }
     trainer.accelerator.free_memory()  # accelerate keeps the prepared model and optimizer
     return result
@@ -332,10 +364,10 @@ def _run(row, variant, steps, pairs_per_step, prompt_len, answer_len, shape, bud
 
 def format_row(r: dict) -> str:
     if "error" in r:
-        return f"{r['row']:24} {r['variant']:6} failed: {r['error']}"
+        return f"{r['method']:5} {r['row']:24} {r['variant']:6} failed: {r['error']}"
     peak = f"{r['peak_gib']:9.1f}" if r["peak_gib"] is not None else f"{'-':>9}"
     return (
-        f"{r['row']:24} {r['variant']:6} {r['micro_batch']:>5} x {r['accumulation']:<3} "
+        f"{r['method']:5} {r['row']:24} {r['variant']:6} {r['micro_batch']:>5} x {r['accumulation']:<3} "
         f"{r['checkpointed_layers']:>5} {str(r['share_prompt']):6} {r['setup_s']:7.1f} {r['s_per_step']:7.3f} "
         f"{r['tokens_per_s']:9d} {r['weights_gib']:11.1f} {peak} {r['mfu']:6.3f}"
     )
@@ -343,6 +375,7 @@ def format_row(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="dpo", help=f"among {', '.join(METHODS)}")
     parser.add_argument("--variants", default="lora,qlora")
     parser.add_argument(
         "--rows", default="plain,recipe", help=f"plain, recipe, plain+LEVER; levers: {', '.join(LEVERS)}"
@@ -357,37 +390,47 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end instead of the table")
     parser.add_argument("--out", type=Path, help="append each row to this file as a JSON line when it ends")
     args = parser.parse_args()
-    rows, variants = args.rows.split(","), args.variants.split(",")
-    check_rows(rows)
+    rows, variants, methods = args.rows.split(","), args.variants.split(","), tuple(args.methods.split(","))
+    check_rows(rows, methods)
     shape = LLAMA3_8B if args.shape == "llama3-8b" else TINY
     budgets = {"lora": args.lora_budget_gib, "qlora": args.qlora_budget_gib}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     if not args.json:
         print(
             f"device: {device}; shape {args.shape}; {args.pairs} pairs x 2 x {args.prompt_len + args.answer_len} "
-            f"tokens/step\n{'row':24} {'variant':6} {'micro x acc':>11} {'ckpt':5} {'shared':6} {'setup s':>7} "
+            f"tokens/step\n{'method':5} {'row':24} {'variant':6} {'micro x acc':>11} {'ckpt':5} {'shared':6} {'setup s':>7} "
             f"{'s/step':>7} {'tokens/s':>9} {'weights GiB':>11} {'peak GiB':>9} {'MFU':>6}",
             flush=True,
         )
     results = []
-    for variant in variants:
-        for row in rows:
-            result = run(
-                row, variant, args.steps, args.pairs, args.prompt_len, args.answer_len, shape, budgets[variant]
-            )
-            results.append(result)
-            if args.out:
-                with args.out.open("a") as out:
-                    out.write(json.dumps({"device": device, "shape": args.shape, **result}) + "\n")
-            if not args.json:
-                print(format_row(result), flush=True)
+    for method in methods:
+        for variant in variants:
+            for row in rows:
+                result = run(
+                    row,
+                    variant,
+                    args.steps,
+                    args.pairs,
+                    args.prompt_len,
+                    args.answer_len,
+                    shape,
+                    budgets[variant],
+                    method,
+                )
+                results.append(result)
+                if args.out:
+                    with args.out.open("a") as out:
+                        out.write(json.dumps({"device": device, "shape": args.shape, **result}) + "\n")
+                if not args.json:
+                    print(format_row(result), flush=True)
     if args.json:
         print(json.dumps({"device": device, "shape": args.shape, "results": results}))
         return
-    timed = {(r["row"], r["variant"]): r["tokens_per_s"] for r in results if "error" not in r}
-    for (row, variant), tokens_per_s in timed.items():
-        if row != "plain" and ("plain", variant) in timed:
-            print(f"{variant}: {row} / plain TRL = {tokens_per_s / timed['plain', variant]:.2f}x tokens/s")
+    timed = {(r["method"], r["row"], r["variant"]): r["tokens_per_s"] for r in results if "error" not in r}
+    for (method, row, variant), tokens_per_s in timed.items():
+        plain = timed.get((method, "plain", variant))
+        if row != "plain" and plain:
+            print(f"{method} {variant}: {row} / plain TRL = {tokens_per_s / plain:.2f}x tokens/s")
 
 
 if __name__ == "__main__":

@@ -1,29 +1,29 @@
-"""What a training run prints: the project's own lines and one progress bar; third-party output goes to train.log.
+"""What a command prints: the project's own lines and one progress bar; third-party output goes to a log file.
 
 `verbose=true` (`make train-dpo ARGS="verbose=true"`) shows everything on the console as well. Hydra's logging set-up
 is conf/hydra/job_logging/prefopt.yaml: a console handler filtered by ConsoleFilter and the train.log file handler.
-Import this module before the libraries whose import logs (bitsandbytes does), so those lines reach train.log too.
+Commands without a Hydra run (make eval, make pairs, ...) call setup_tool. Import this module before the libraries
+whose import logs (bitsandbytes does), so those lines reach the log file too.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 # Loggers whose INFO lines a person reads; everything else is third-party (transformers, datasets, wandb, ...).
 OURS = ("train", "prefopt", "recipes", "scripts", "__main__")
-_PACKAGE_DIRS = tuple(str(Path(__file__).resolve().parents[1] / name) for name in ("prefopt", "recipes", "scripts"))
 _EARLY_LIMIT = 500
 
 
 def is_ours(record: logging.LogRecord) -> bool:
-    """True for the project's loggers, and for Python warnings raised from the project's own files."""
-    if record.name == "py.warnings":  # logging.captureWarnings: the message starts with the warning's file path
-        text = str(record.args[0]) if record.args else record.getMessage()
-        return text.startswith(_PACKAGE_DIRS)
-    return record.name.split(".")[0] in OURS
+    """True for the project's loggers. Python warnings are the libraries' (the project says what it has to say through
+    logging), also where a library attributes one to the line of ours that called it (TRL's experimental-API import
+    warning names the recipe that imports trl.experimental)."""
+    return record.name != "py.warnings" and record.name.split(".")[0] in OURS
 
 
 class ConsoleFilter(logging.Filter):
@@ -64,6 +64,7 @@ class _EarlyRecords(logging.Handler):
 
 
 _early: _EarlyRecords | None = None
+_tool_handlers: list[logging.Handler] = []
 # Whether train.log held an earlier run's lines when this process started logging into it (dry_run keeps such a
 # directory); what this process replays there from its imports does not count.
 log_had_lines_before_this_run = False
@@ -75,7 +76,6 @@ if not logging.getLogger().handlers:
 
 def setup(cfg: DictConfig) -> None:
     """Route third-party logging, warnings and progress bars: train.log always, the console only with verbose."""
-    global _early
     verbose = bool(cfg.get("verbose", False))
     root = logging.getLogger()
     global log_had_lines_before_this_run
@@ -83,18 +83,56 @@ def setup(cfg: DictConfig) -> None:
         isinstance(h, logging.FileHandler) and Path(h.baseFilename).is_file() and Path(h.baseFilename).stat().st_size
         for h in root.handlers
     )
-    if _early is not None:
-        root.removeHandler(_early)
-        for record in _early.records:
-            for handler in root.handlers:
-                if record.levelno >= handler.level:
-                    handler.handle(record)
-        _early = None
+    _replay_early_records(root)
     for handler in root.handlers:
         for found in handler.filters:
             if isinstance(found, ConsoleFilter):
                 found.verbose = verbose  # the config's key wins over the job_logging default
+    _route_libraries(verbose)
+    if not verbose:
+        from prefopt.compat.transformers import use_progress_callback
 
+        use_progress_callback(TrainingBar)
+
+
+def setup_tool(log_file: Path | None) -> None:
+    """A command without a Hydra run: the project's warnings and errors on stderr (stdout stays the command's own
+    output), everything at INFO and above appended to `log_file` (the libraries' lines go there only)."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in _tool_handlers:  # a second call in one process (tests) replaces the first one's handlers
+        root.removeHandler(handler)
+        handler.close()
+    _tool_handlers.clear()
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    console.addFilter(ConsoleFilter())
+    console.setFormatter(ConsoleFormatter("%(message)s"))
+    _tool_handlers.append(console)
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        file = logging.FileHandler(log_file)
+        file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        _tool_handlers.append(file)
+    for handler in _tool_handlers:
+        root.addHandler(handler)
+    _replay_early_records(root)
+    _route_libraries(verbose=False)
+
+
+def _replay_early_records(root: logging.Logger) -> None:
+    global _early
+    if _early is None:
+        return
+    root.removeHandler(_early)
+    for record in _early.records:
+        for handler in root.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+    _early = None
+
+
+def _route_libraries(verbose: bool) -> None:
     logging.captureWarnings(True)  # FutureWarnings and UserWarnings of the libraries -> py.warnings -> train.log
 
     import datasets
@@ -110,9 +148,6 @@ def setup(cfg: DictConfig) -> None:
     datasets.utils.logging.enable_propagation()
     if not verbose:
         datasets.disable_progress_bars()  # flatten/map/filter bars of the data preparation
-        from prefopt.compat.transformers import use_progress_callback
-
-        use_progress_callback(TrainingBar)
 
 
 def _trainer_progress_callback():

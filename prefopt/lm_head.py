@@ -11,13 +11,19 @@ head took 40% of a LoRA step's loss and backward (docs/performance.md).
 one logsumexp over their full logits and lets autograd do the backward. Its outputs are TRL's
 `FusedCausalLMOutput` with the same fields and meaning, so the trainer's loss and every logged metric are
 unchanged (tests/prefopt/test_lm_head.py compares them with TRL's head).
+
+TRL's experimental ORPO and CPO trainers have no such head: they build the full logits of every position on every
+device. `add_scoring_head` gives them the same economy (on any device): the log-probs of the labelled tokens, and
+each position's mean logit from `h . mean(W)` for their logits/* metrics.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
+from transformers.modeling_outputs import ModelOutput
 from transformers.utils import is_triton_available
 from trl.trainer.utils import FusedCausalLMOutput
 
@@ -101,3 +107,54 @@ def _token_metrics(logits: torch.Tensor, log_z: torch.Tensor, targets: torch.Ten
     if "is_top1" in outputs:
         metrics["is_top1"] = logits.argmax(-1) == targets  # argmax takes the first maximum, as TRL's kernel does
     return metrics
+
+
+@dataclass
+class ScoredOutput(ModelOutput):
+    """What a model patched with `add_scoring_head` returns when called with `scored_labels`."""
+
+    log_probs: torch.Tensor | None = None  # [rows, L-1]: each next-token label's log-prob, 0 where it is -100
+    label_mask: torch.Tensor | None = None  # [rows, L-1]: where the label is not -100
+    mean_logits: torch.Tensor | None = None  # [rows, L]: every position's logits averaged over the vocabulary
+
+
+def add_scoring_head(model) -> bool:
+    """Patch causal LM `model` (the base model under a peft wrapper) for trainers that take the full logits of every
+    position to use a few of them (TRL 1.16's experimental ORPOTrainer and CPOTrainer): `model(...,
+    scored_labels=labels)` projects only the positions whose next-token label is not -100 and returns their
+    log-probs, plus the mean logit of every position (`h . mean(W)`, what their logits/* metrics average), without
+    building the [rows, L, vocab] logits. False (left as it is) for models that transform their logits. Calls
+    without `scored_labels` (generation, evaluation) go to the model's own forward.
+    """
+    text_config = model.config.get_text_config()
+    if any(getattr(text_config, name, None) is not None for name in LOGIT_TRANSFORM_FIELDS):
+        return False
+    if getattr(text_config, "output_router_logits", False):  # MoE: the trainer adds the load-balancing loss
+        return False
+    own_forward = model.forward
+
+    @functools.wraps(type(model).forward)  # generate() checks its kwargs against this signature
+    def forward(self, *args, scored_labels=None, labels=None, **kwargs):
+        if scored_labels is None:
+            return own_forward(*args, labels=labels, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state
+        head = self.get_output_embeddings()
+        mask = scored_labels[:, 1:] != -100
+        logits = head(hidden[:, :-1][mask]).float()  # [scored positions, vocab]
+        targets = scored_labels[:, 1:][mask]
+        log_probs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        with torch.no_grad():
+            mean_row = head.weight.float().mean(0)
+            mean_logits = hidden.float() @ mean_row
+            if getattr(head, "bias", None) is not None:
+                mean_logits += head.bias.float().mean()
+        # masked_scatter keeps the log-probs connected to the graph even when no label is valid
+        return ScoredOutput(
+            log_probs=log_probs.new_zeros(mask.shape).masked_scatter(mask, log_probs),
+            label_mask=mask,
+            mean_logits=mean_logits,
+        )
+
+    model.forward = forward.__get__(model)
+    return True

@@ -19,7 +19,8 @@ What is counted, per device, at the peak of a step (the backward pass, once the 
   attention output, SwiGLU's four intermediate-sized tensors); with checkpointing only each layer's input plus one
   layer in full while it is recomputed; plus a few hidden-sized tensors outside the layers. fp32 adapters over bf16
   activations add the layer in flight's inputs cast to fp32. TRL's DPOTrainer, KTOTrainer and SFTTrainer compute log-probs
-  in chunks and never hold the logits; other trainers (ORPO, CPO/SimPO) hold them with their fp32 log-softmax.
+  in chunks and never hold the logits; other trainers (ORPO, CPO/SimPO) hold them with their fp32 log-softmax, counted
+  here for every token (the recipes' scoring head holds those of the scored tokens only: an upper bound for them).
 
 Calibrated: LAYER_FACTOR and EXTRA_HIDDEN are fitted to torch.cuda.max_memory_allocated of plain TRL 1.16 /
 transformers 5.24 DPO on a random-init Llama-3-8B shape, LoRA r16 all-linear, bf16, 4 pairs x 2 x 1024 tokens:
@@ -176,15 +177,37 @@ def micro_batches(effective_batch: int, smallest: int = 1) -> list[int]:
     return [m for m in range(effective_batch, 0, -1) if effective_batch % m == 0 and m >= smallest]
 
 
+# Tokens per micro-batch that keep a GPU busy. Measured on an H200 (LoRA on a Llama-3-8B shape, bf16, 1,024-token
+# rows; docs/performance.md): 8,192 tokens ran 1.24x faster without checkpointing than with it, but 2,048 tokens
+# without checkpointing ran at 0.69x of 8,192 with it: a small micro-batch idles the GPU longer than recomputing costs.
+BUSY_TOKENS = 8192
+
+
+def micro_batch_tokens(setup: Setup, micro_batch: int) -> int:
+    return setup.rows_per_example * micro_batch * setup.max_length
+
+
+def largest_fit(setup: Setup, effective_batch: int, budget_gib: float, smallest: int, checkpointing: bool):
+    """The largest micro-batch that splits the effective batch and fits, as a Choice; None when none fits."""
+    for micro in micro_batches(effective_batch, smallest):
+        found = estimate(setup, micro, checkpointing)
+        if found.total <= budget_gib:
+            return Choice(micro, effective_batch // micro, checkpointing, found)
+    return None
+
+
 def pick(setup: Setup, effective_batch: int, budget_gib: float, smallest: int = 1) -> Choice | None:
     """The fastest split of the effective batch that fits: without checkpointing (a third less compute) at the
-    largest micro-batch that fits, else with checkpointing at the largest one; None when nothing fits."""
-    for checkpointing in (False, True):
-        for micro in micro_batches(effective_batch, smallest):
-            found = estimate(setup, micro, checkpointing)
-            if found.total <= budget_gib:
-                return Choice(micro, effective_batch // micro, checkpointing, found)
-    return None
+    largest micro-batch that fits, when that micro-batch keeps the GPU busy (BUSY_TOKENS) or checkpointing allows no
+    larger one; else with checkpointing at the largest one; None when nothing fits."""
+    without = largest_fit(setup, effective_batch, budget_gib, smallest, checkpointing=False)
+    with_checkpointing = largest_fit(setup, effective_batch, budget_gib, smallest, checkpointing=True)
+    if without is not None and (
+        micro_batch_tokens(setup, without.micro_batch) >= BUSY_TOKENS
+        or without.micro_batch >= with_checkpointing.micro_batch
+    ):
+        return without
+    return with_checkpointing
 
 
 @dataclass(frozen=True)
@@ -228,19 +251,13 @@ class Plan:
             for checkpointing, width in ((False, 16), (True, 13)):
                 mark = "* " if shown and (shown.micro_batch, shown.checkpointing) == (micro, checkpointing) else ""
                 cells.append(f"{mark}{estimate(self.setup, micro, checkpointing).total:.1f} GiB".rjust(width))
-            tokens = self.setup.rows_per_example * micro * self.setup.max_length
+            tokens = micro_batch_tokens(self.setup, micro)
             lines.append(f"{micro:11d}  {self.effective_batch // micro:12d}  {tokens:6d}  {cells[0]}  {cells[1]}")
         lines.append("")
         if shown is None:
             lines.append(f"nothing fits in {self.budget_gib:g} GiB.")
             return "\n".join(lines)
-        why = (
-            "as configured"
-            if self.budget_gib is None
-            else "the largest micro-batch that fits without checkpointing"
-            if not shown.checkpointing
-            else "nothing fits without checkpointing; the largest micro-batch that fits with it"
-        )
+        why = "as configured" if self.budget_gib is None else self._why(shown)
         lines.append(
             f"{'configured' if self.budget_gib is None else 'chosen'}: micro-batch {shown.micro_batch} x "
             f"accumulation {shown.accumulation}, activation checkpointing "
@@ -248,6 +265,18 @@ class Plan:
         )
         lines += _breakdown(self.setup, shown.estimate, self.reference_why, self.budget_gib)
         return "\n".join(lines)
+
+    def _why(self, chosen: Choice) -> str:
+        if not chosen.checkpointing:
+            return "the largest micro-batch that fits without checkpointing"
+        without = largest_fit(self.setup, self.effective_batch, self.budget_gib, self.smallest, checkpointing=False)
+        if without is None:
+            return "nothing fits without checkpointing; the largest micro-batch that fits with it"
+        tokens = micro_batch_tokens(self.setup, without.micro_batch)
+        return (
+            f"without checkpointing at most micro-batch {without.micro_batch} fits: {tokens} tokens, fewer than the "
+            f"{BUSY_TOKENS} a GPU needs to stay busy; so the largest micro-batch that fits with it"
+        )
 
     def unfit_message(self) -> str:
         cheapest = estimate(self.setup, micro_batches(self.effective_batch, self.smallest)[-1], True)

@@ -1,6 +1,6 @@
 """The one seam from a composed config to a ready trainer. Every entry point goes through it: scripts/train.py,
 each stage of a multi-stage method (prefopt.stages), the rounds of online DPO, the memory dry run, compare-methods'
-checks and the benchmarks. So a method trains the same way wherever it is started.
+method list, `make eval`'s reloading of a run and the benchmarks. So a method trains the same way wherever it is started.
 
   resolve_plan(cfg)        the recipe and its ModelSetup; loads nothing, reaches no Hub (the memory dry run stops here)
   plan_run(cfg)            that, with the hardware preset applied and every config rule checked

@@ -1,12 +1,14 @@
-"""One row per DPO pair: the prompt goes through the model once, for the chosen and the rejected answer together.
+"""One row per pair: the prompt goes through the model once, for the chosen and the rejected answer together.
 
-TRL's DPOTrainer stacks a batch as [chosen rows; rejected rows], each row `prompt + answer`, right-padded to the
-longest: every prompt is computed twice and each pair's shorter answer is padded to the longer one. Attention is
-causal, so a prompt's hidden states are the same in both rows. While a trainer holds `shared_prompt_rows(batch)`,
-the backbone of a model patched with `add_shared_prompt_backbone` computes such a batch as one row per pair,
-`prompt + chosen + rejected`: the rejected answer's positions restart where the prompt ends and its tokens do not
-see the chosen ones. The hidden states are then put back in TRL's layout, so the LM head, the loss and every
-metric run unchanged on the same numbers (to float rounding; tests/prefopt/test_shared_prompt.py).
+TRL's pairwise trainers (DPO, ORPO, CPO/SimPO, reward models) stack a batch as [chosen rows; rejected rows], each
+row `prompt + answer`, right-padded to the longest: every prompt is computed twice and each pair's shorter answer is
+padded to the longer one. Attention is causal, so a prompt's hidden states are the same in both rows. While a
+trainer holds `shared_prompt_rows(batch)`, the backbone of a model patched with `add_shared_prompt_backbone`
+computes such a batch as one row per pair, `prompt + chosen + rejected`: the rejected answer's positions restart
+where the prompt ends and its tokens do not see the chosen ones. The hidden states are then put back in TRL's layout,
+so the LM head (or a reward model's score head), the loss and every metric run unchanged on the same numbers (to
+float rounding; tests/prefopt/test_shared_prompt.py). A reward model's rows have no prompt/answer split: the tokens a
+pair's two rows start with are its prompt (`pair_answers`).
 
 When every pair of a batch starts with the same tokens (a chat template's system prompt: 24 of SmolLM2's ~47
 prompt tokens), the rows are packed further into one row, `common prefix + [rest of prompt, chosen, rejected]` per
@@ -15,8 +17,13 @@ pairs. Packing stops at MAX_PACKED_LENGTH positions, beyond which attention over
 the positions saved. On the built-in data one row per pair computes 44% fewer positions than TRL's layout, one
 packed row per batch 69% fewer (docs/performance.md).
 
-SFT batches (`pack_sequences`, FastSFTTrainer) are packed the same way: one row, the tokens every sequence starts with
-computed once.
+ORPO's and CPO's logits/* metrics average the logits of every position of TRL's rows, padding included: with
+`padding_queries` those positions are computed too, as queries that see what they see in TRL's layout and that
+nothing sees; in a packed row they come last and, when the forward builds a graph, go through the model after the
+rest from its KV cache without gradient (they feed only the metrics).
+
+SFT batches (`pack_sequences`, FastSFTTrainer) and KTO's completion and KL rows (FastKTOTrainer) are packed the same
+way: one row, the tokens every sequence starts with computed once.
 
 Anything else (generation, a batch that is not such pairs, attention kernels that take no 4D mask, sliding-window
 or MoE models) goes through the backbone as it is.
@@ -30,13 +37,22 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from prefopt.compat.models import replace_forward
 
-_ACTIVE: contextvars.ContextVar[SharedPromptRows | None] = contextvars.ContextVar("shared_prompt_rows", default=None)
+_ACTIVE: contextvars.ContextVar[tuple[SharedPromptRows, ...]] = contextvars.ContextVar("shared_prompt_rows", default=())
 # Attention implementations that take a custom 4D mask as it is: sdpa a boolean one, eager an additive one.
 MASKABLE_ATTENTION = ("sdpa", "eager")
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
+# The padding positions of TRL's chosen and rejected rows, for trainers whose metrics average over every position
+# (ORPO's and CPO's logits/*): queries only, that see what a padding position of that row sees in TRL's layout, the
+# row's real tokens, and that nothing sees.
+CHOSEN_PADDING, REJECTED_PADDING = 3, 4
+# Indexed by a query's segment: the answer segment whose keys it sees (PAD, -1, reads the last entry).
+ROW_SEGMENT = torch.tensor([PROMPT, CHOSEN, REJECTED, CHOSEN, REJECTED, PAD])
 COMMON = -1  # the group of a packed row's common prefix, which every pair sees
 # The longest packed row: its attention costs about length / (6 * hidden size) of the layers' matmuls.
 MAX_PACKED_LENGTH = 1024
@@ -49,7 +65,7 @@ class SharedPromptRows:
     input_ids: torch.Tensor  # TRL's [2B, L], to recognise the batch when the backbone is called
     shared_ids: torch.Tensor  # [R, N]
     position_ids: torch.Tensor  # [R, N]
-    segments: torch.Tensor  # [R, N]: PROMPT, CHOSEN, REJECTED or PAD
+    segments: torch.Tensor  # [R, N]: PROMPT, CHOSEN, REJECTED, CHOSEN_PADDING, REJECTED_PADDING or PAD
     groups: torch.Tensor  # [R, N]: the pair each position belongs to, COMMON for a packed row's common prefix
     source: torch.Tensor  # [2B, L]: index into the flattened [R*N] shared rows, -1 at padding
 
@@ -60,14 +76,15 @@ class SharedPromptRows:
 
     def attention_mask(self, implementation: str, dtype: torch.dtype) -> torch.Tensor:
         """[R, 1, N, N]: causal; a pair sees the common prefix and its own prompt, the rejected answer is blind to
-        the chosen one; a padding position sees only itself (a fully masked row would give NaN)."""
+        the chosen one, a padding query sees its row's real tokens only; a PAD position sees only itself (a fully
+        masked row would give NaN)."""
         n = self.segments.shape[1]
         query, key = self.segments.unsqueeze(2), self.segments.unsqueeze(1)
         same_pair = self.groups.unsqueeze(2) == self.groups.unsqueeze(1)
         causal = torch.ones(n, n, dtype=torch.bool, device=self.segments.device).tril()
-        own = same_pair & ((key == PROMPT) | (key == query))
+        own = same_pair & ((key == PROMPT) | (key == ROW_SEGMENT.to(query.device)[query]))
         allowed = causal & (query != PAD) & ((self.groups.unsqueeze(1) == COMMON) | own)
-        allowed |= torch.eye(n, dtype=torch.bool, device=self.segments.device)
+        allowed |= torch.eye(n, dtype=torch.bool, device=self.segments.device) & (query == PAD)
         allowed = allowed.unsqueeze(1)
         if implementation == "sdpa":
             return allowed
@@ -81,21 +98,35 @@ class SharedPromptRows:
         valid = self.source >= 0
         return flat[self.source.clamp(min=0)] * valid.unsqueeze(-1).to(hidden.dtype)
 
+    @property
+    def trailing_queries(self) -> int:
+        """How many padding queries end the row of a packed layout (it puts them last); 0 with several rows."""
+        if self.segments.shape[0] != 1:
+            return 0
+        queries = _padding_queries(self.segments[0])
+        count = int(queries.sum())
+        return count if count and bool(queries[-count:].all()) else 0
+
     def packed(self, max_length: int = MAX_PACKED_LENGTH) -> SharedPromptRows:
-        """The pairs in one row, their common prefix once; this layout itself when there is no common prefix, one
-        pair, or the row would be longer than max_length."""
+        """The pairs in one row, their common prefix once, then every padding query; this layout itself when there
+        is no common prefix, one pair, or the row would be longer than max_length."""
         pairs = self.shared_ids.shape[0]
         if pairs < 2:
             return self
         real = self.segments != PAD
-        lengths = real.sum(1)
+        queries = _padding_queries(self.segments)
+        lengths, query_lengths = (real & ~queries).sum(1), queries.sum(1)
         prefix = _common_prefix_length(self.shared_ids, self.segments)
-        total = prefix + int((lengths - prefix).sum())
+        total_computed = prefix + int((lengths - prefix).sum())
+        total = total_computed + int(query_lengths.sum())
         if prefix == 0 or total > max_length:
             return self
         j = torch.arange(self.shared_ids.shape[1], device=real.device).expand(pairs, -1)
         offsets = prefix + torch.cumsum(lengths - prefix, 0) - (lengths - prefix)
         index = torch.where(j < prefix, j, offsets.unsqueeze(1) + j - prefix)  # each shared position's packed place
+        # A pair's padding queries follow its answers in its own row; packed, all of them come last.
+        query_offsets = total_computed + torch.cumsum(query_lengths, 0) - query_lengths
+        index = torch.where(queries, (query_offsets - lengths).unsqueeze(1) + j, index)
         index = torch.where(real, index, -1)
         pair_index = torch.arange(pairs, device=real.device).unsqueeze(1).expand_as(j)
         packed = {}
@@ -113,6 +144,10 @@ class SharedPromptRows:
         return SharedPromptRows(self.input_ids, source=source, **packed)
 
 
+def _padding_queries(segments: torch.Tensor) -> torch.Tensor:
+    return (segments == CHOSEN_PADDING) | (segments == REJECTED_PADDING)
+
+
 def _common_prefix_length(ids: torch.Tensor, segments: torch.Tensor) -> int:
     """How many leading tokens every row shares, within every row's prompt."""
     same = ((ids == ids[:1]) & (segments == PROMPT)).all(0)
@@ -120,10 +155,14 @@ def _common_prefix_length(ids: torch.Tensor, segments: torch.Tensor) -> int:
 
 
 def share_prompts(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    padding_queries: bool = False,
 ) -> SharedPromptRows | None:
-    """The shared layout of a DPO batch, or None if it is not right-padded [chosen; rejected] rows whose pairs
-    start with the same prompt followed by their answer."""
+    """The shared layout of a batch of pairs, or None if it is not right-padded [chosen; rejected] rows whose pairs
+    start with the same prompt followed by their answer. With `padding_queries`, TRL's padding positions are computed
+    too (CHOSEN_PADDING, REJECTED_PADDING), so that every position of TRL's layout gets its hidden state."""
     rows, length = input_ids.shape
     if rows % 2 or rows == 0:
         return None
@@ -145,29 +184,41 @@ def share_prompts(
     if not same_prompt:
         return None
 
-    chosen, rejected = lengths[:pairs] - prompt, lengths[pairs:] - prompt
-    shared_lengths = prompt + chosen + rejected
-    n = int(shared_lengths.max())
+    # Each shared row is a run of blocks: (segment, its length, TRL row it comes from: 0 chosen or 1 rejected, its
+    # first column there).
+    chosen_end, rejected_end = lengths[:pairs], lengths[pairs:]
+    blocks = [
+        (PROMPT, prompt, 0, torch.zeros_like(prompt)),
+        (CHOSEN, chosen_end - prompt, 0, prompt),
+        (REJECTED, rejected_end - prompt, 1, prompt),
+    ]
+    if padding_queries:
+        blocks += [
+            (CHOSEN_PADDING, length - chosen_end, 0, chosen_end),
+            (REJECTED_PADDING, length - rejected_end, 1, rejected_end),
+        ]
+    n = int(sum(size for _, size, _, _ in blocks).max())
     j = torch.arange(n, device=input_ids.device).expand(pairs, -1)
-    p, c = prompt.unsqueeze(1), chosen.unsqueeze(1)
+    pair_index = torch.arange(pairs, device=input_ids.device).unsqueeze(1)
     segments = torch.full((pairs, n), PAD, dtype=torch.long, device=input_ids.device)
-    segments[j < p] = PROMPT
-    segments[(j >= p) & (j < p + c)] = CHOSEN
-    segments[(j >= p + c) & (j < shared_lengths.unsqueeze(1))] = REJECTED
-    # Where each shared position comes from in TRL's layout: the chosen row up to its end, then the rejected row.
-    from_rejected = segments == REJECTED
-    source_row = torch.arange(pairs, device=input_ids.device).unsqueeze(1) + pairs * from_rejected
-    source_col = (j - c * from_rejected).clamp(max=length - 1)
-    shared_ids = torch.where(segments == PAD, input_ids[0, 0], input_ids[source_row, source_col])
-    position_ids = torch.where(segments == PAD, 0, source_col)
+    source_row, source_col = pair_index.expand(pairs, n).clone(), torch.zeros_like(segments)
+    start = torch.zeros_like(prompt).unsqueeze(1)
+    for segment, size, side, first_column in blocks:
+        inside = (j >= start) & (j < start + size.unsqueeze(1))
+        segments[inside] = segment
+        source_row = torch.where(inside, pair_index + pairs * side, source_row)
+        source_col = torch.where(inside, j - start + first_column.unsqueeze(1), source_col)
+        start = start + size.unsqueeze(1)
+    computed = segments != PAD
+    shared_ids = torch.where(computed, input_ids[source_row, source_col], input_ids[0, 0])
+    position_ids = torch.where(computed, source_col, 0)
 
-    # And back: TRL row b (chosen) column t is shared b, t; rejected row b is the prompt, then shared b, t + c.
-    t = position[:pairs]
-    base = (torch.arange(pairs, device=input_ids.device) * n).unsqueeze(1)
-    chosen_source = torch.where(real[:pairs], base + t, -1)
-    rejected_source = torch.where(real[pairs:], base + t + c * (t >= p), -1)
-    groups = torch.arange(pairs, device=input_ids.device).unsqueeze(1).expand(pairs, n)
-    sources = torch.cat([chosen_source, rejected_source])
+    # And back: each TRL position from the shared position that computes it; a rejected row's prompt is its chosen
+    # row's.
+    sources = torch.full((rows, length), -1, dtype=torch.long, device=input_ids.device)
+    sources[source_row[computed], source_col[computed]] = (pair_index * n + j)[computed]
+    sources[pairs:][in_prompt] = sources[:pairs][in_prompt]
+    groups = pair_index.expand(pairs, n)
     return SharedPromptRows(input_ids, shared_ids, position_ids, segments, groups, sources)
 
 
@@ -192,21 +243,50 @@ def pack_sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Sha
     return packed if packed is not layout else None
 
 
+def pair_answers(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """For [chosen; rejected] rows without a prompt/answer split (a reward model's batch): the completion mask that
+    makes each pair's prompt the tokens its two rows start with."""
+    pairs = input_ids.shape[0] // 2
+    real = attention_mask.bool()
+    same = (input_ids[:pairs] == input_ids[pairs:]) & real[:pairs] & real[pairs : 2 * pairs]
+    shared = same.long().cumprod(1).sum(1).repeat(2)
+    position = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return (real & (position >= shared.unsqueeze(1))).long()
+
+
 @contextlib.contextmanager
-def shared_prompt_rows(batch: dict, sequences: bool = False):
+def rows_computed_as(*layouts: SharedPromptRows | None):
+    """While open, a patched backbone called on the input_ids of one of `layouts` computes them in that layout (KTO:
+    its completion rows and its KL rows, each in a forward of its own)."""
+    token = _ACTIVE.set(tuple(layout for layout in layouts if layout is not None))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def shared_prompt_rows(batch: dict, sequences: bool = False, padding_queries: bool = False):
     """While open, patched backbones compute this batch as shared-prompt rows: TRL's collated DPO batch, or, with
-    `sequences=True`, a batch of plain right-padded sequences (SFT) packed around their common prefix."""
+    `sequences=True`, a batch of plain right-padded sequences (SFT) packed around their common prefix;
+    `padding_queries`: see share_prompts."""
     if sequences:
         layout = pack_sequences(batch["input_ids"], batch["attention_mask"])
     else:
-        layout = share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        layout = share_prompts(batch["input_ids"], batch["attention_mask"], batch["completion_mask"], padding_queries)
         if layout is not None:  # packed once here, not on each backbone call (policy and reference)
             layout = layout.packed()
-    token = _ACTIVE.set(layout)
-    try:
+    with rows_computed_as(layout):
         yield layout
-    finally:
-        _ACTIVE.reset(token)
+
+
+def _layout_of(input_ids: torch.Tensor | None) -> SharedPromptRows | None:
+    if input_ids is None:
+        return None
+    for layout in _ACTIVE.get():
+        if input_ids.shape == layout.input_ids.shape and torch.equal(input_ids, layout.input_ids):
+            return layout
+    return None
 
 
 def can_share_prompt(model) -> bool:
@@ -233,23 +313,25 @@ def add_shared_prompt_backbone(model) -> bool:
 
     @functools.wraps(original_forward)
     def forward(*args, input_ids=None, attention_mask=None, **kwargs):
-        layout = _ACTIVE.get()
+        if args and input_ids is None:  # sequence classifiers pass input_ids by position
+            input_ids, *args = args
+        layout = None if args else _layout_of(input_ids)
         plain = (
             layout is None
-            or args
-            or input_ids is None
-            or input_ids.shape != layout.input_ids.shape
             or any(kwargs.get(k) is not None for k in ("position_ids", "inputs_embeds", "cache", "past_key_values"))
             or kwargs.get("use_cache")
             or kwargs.get("output_hidden_states")
             or kwargs.get("output_attentions")
-            or not torch.equal(input_ids, layout.input_ids)
         )
         if plain:
             return original_forward(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("position_ids", "inputs_embeds")}
         dtype = backbone.get_input_embeddings().weight.dtype
         mask = layout.attention_mask(implementation, dtype if dtype.is_floating_point else torch.float32)
+        queries = layout.trailing_queries if torch.is_grad_enabled() and not _checkpointed(backbone) else 0
+        if queries:
+            hidden = _forward_queries_without_gradient(original_forward, backbone, layout, mask, queries, kwargs)
+            return BaseModelOutputWithPast(last_hidden_state=layout.to_pair_rows(hidden))
         outputs = original_forward(
             input_ids=layout.shared_ids, attention_mask=mask, position_ids=layout.position_ids, **kwargs
         )
@@ -259,3 +341,38 @@ def add_shared_prompt_backbone(model) -> bool:
     replace_forward(backbone, forward)
     backbone._shares_prompt = True
     return True
+
+
+def _checkpointed(backbone) -> bool:
+    """Whether activation checkpointing recomputes its layers now: they then drop any KV cache."""
+    return backbone.training and any(
+        getattr(layer, "gradient_checkpointing", False)
+        for layer in backbone.modules()
+        if isinstance(layer, GradientCheckpointingLayer)
+    )
+
+
+def _forward_queries_without_gradient(forward, backbone, layout, mask, queries: int, kwargs) -> torch.Tensor:
+    """The packed row's hidden states, its trailing padding queries computed after the rest from its KV cache and
+    without gradient: they feed only metrics, so they need no backward pass."""
+    computed = layout.shared_ids.shape[1] - queries
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("use_cache", "cache", "past_key_values")}
+    cache = DynamicCache(config=backbone.config)
+    hidden = forward(
+        input_ids=layout.shared_ids[:, :computed],
+        attention_mask=mask[:, :, :computed, :computed],
+        position_ids=layout.position_ids[:, :computed],
+        cache=cache,
+        use_cache=True,
+        **kwargs,
+    ).last_hidden_state
+    with torch.no_grad():
+        query_hidden = forward(
+            input_ids=layout.shared_ids[:, computed:],
+            attention_mask=mask[:, :, computed:, :],
+            position_ids=layout.position_ids[:, computed:],
+            cache=cache,
+            use_cache=True,
+            **kwargs,
+        ).last_hidden_state
+    return torch.cat([hidden, query_hidden], dim=1)

@@ -2,8 +2,14 @@
 
 FastDPOTrainer (recipes/dpo.py: DPO, IPO, DPO+SFT) computes each pair's prompt once (prefopt.shared_prompt), projects
 only completion tokens through the LM head without Triton (prefopt.lm_head), caches precomputed reference log-probs by
-content (prefopt.ref_cache) and batches pairs of similar length (PairLengthSampler). CachedKTOTrainer reuses
-precomputed reference log-probs the same way. FastSFTTrainer (recipes/sft.py) projects only completion tokens too.
+content (prefopt.ref_cache) and batches pairs of similar length (PairLengthSampler). FastKTOTrainer packs its rows
+around their common prefix, projects only completion tokens and caches reference log-probs the same way.
+FastSFTTrainer (recipes/sft.py) packs and projects only completion tokens too; FastRewardTrainer scores each pair in
+one row. ORPO and CPO/SimPO, TRL's experimental trainers: prefopt.trainers_experimental.
+
+Every fast path is a switch (`share_prompt`, method.share_prompt in the configs); where a model cannot take it (an
+attention kernel without custom masks, sliding-window or MoE layers) the trainer says so in one log line and keeps
+TRL's layout.
 """
 
 import contextlib
@@ -12,11 +18,17 @@ import logging
 import torch
 from accelerate.utils import is_peft_model
 from torch.utils.data import Sampler
-from trl import DPOTrainer, KTOTrainer, SFTTrainer
+from trl import DPOTrainer, KTOTrainer, RewardTrainer, SFTTrainer
 
 from prefopt.lm_head import add_completion_lm_head, triton_head
 from prefopt.ref_cache import ContentKeyedReferenceCache
-from prefopt.shared_prompt import add_shared_prompt_backbone, shared_prompt_rows
+from prefopt.shared_prompt import (
+    add_shared_prompt_backbone,
+    pack_sequences,
+    pair_answers,
+    rows_computed_as,
+    shared_prompt_rows,
+)
 
 PAIR_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")  # TRL's tokenized pairs
 
@@ -46,22 +58,10 @@ class FastDPOTrainer(ContentKeyedReferenceCache, DPOTrainer):
     def _patch_models(self):
         if self._models_patched:
             return
-        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        reference = self.accelerator.unwrap_model(self.ref_model) if self.ref_model is not None else None
-        if not triton_head(self.accelerator.device):
-            # The fields TRL's __init__ requested: log-probs for the loss, the rest for its logged metrics.
-            outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
-            outputs += ("log_sum_sq_probs",) if self.use_weighting else ()
-            add_completion_lm_head(policy, outputs)
-            if reference is not None:
-                add_completion_lm_head(reference)
-        if self.share_prompt:
-            models = [policy] + ([reference] if reference is not None else [])
-            self.share_prompt = all([add_shared_prompt_backbone(m) for m in models])
-            if not self.share_prompt:
-                logger.info(
-                    "share_prompt: off for this model (its attention takes no custom mask), TRL's layout is used"
-                )
+        # The fields TRL's __init__ requested: log-probs for the loss, the rest for its logged metrics.
+        outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
+        outputs += ("log_sum_sq_probs",) if self.use_weighting else ()
+        self.share_prompt = speed_up_models(self, outputs, self.share_prompt)
         self._models_patched = True
 
     def _compute_loss(self, model, inputs, return_outputs):
@@ -131,8 +131,101 @@ def pair_lengths(dataset, max_length: int | None, shared_prompt: bool = False) -
     return lengths
 
 
-class CachedKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
-    """TRL's KTOTrainer, whose precomputed reference log-probs are reused across runs and sweep jobs."""
+def speed_up_models(trainer, head_outputs: tuple[str, ...], share_prompt: bool) -> bool:
+    """Patch a DPO or KTO trainer's policy and reference (a separate model, or the policy with its adapter off):
+    without Triton, the completion-only head with the per-token fields `head_outputs` of TRL's fused head; with
+    `share_prompt`, the backbone that computes shared-prompt or packed rows. Returns whether the rows are shared."""
+    policy = trainer.model.get_base_model() if is_peft_model(trainer.model) else trainer.model
+    reference = trainer.accelerator.unwrap_model(trainer.ref_model) if trainer.ref_model is not None else None
+    models = [policy] + ([reference] if reference is not None else [])
+    if not triton_head(trainer.accelerator.device):
+        add_completion_lm_head(policy, head_outputs)
+        if reference is not None:
+            add_completion_lm_head(reference)
+    if share_prompt:
+        share_prompt = all([add_shared_prompt_backbone(m) for m in models])
+        if not share_prompt:
+            log_layout_fallback()
+    return share_prompt
+
+
+def log_layout_fallback() -> None:
+    logger.info("share_prompt: off for this model (its attention takes no custom mask), TRL's layout is used")
+
+
+class FastKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
+    """TRL's KTOTrainer, with the same loss and metrics, and four changes that only make it faster:
+
+    - `share_prompt`: the completion rows, and the mismatched KL rows in their own forward, are each packed into one
+      row around the tokens they all start with (a system prompt), computed once (prefopt.shared_prompt);
+    - without Triton (CPU), the log-probs come from prefopt.lm_head, which projects completion tokens only;
+    - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (prefopt.ref_cache);
+    - evaluation without compute_metrics skips the logits nothing reads.
+    """
+
+    def __init__(self, *args, share_prompt: bool = True, **kwargs):
+        self._models_patched = False
+        self.share_prompt = share_prompt
+        super().__init__(*args, **kwargs)
+        self._patch_models()
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        self._patch_models()  # precompute_ref_log_probs runs inside TRL's __init__, after it patched its head
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    def _patch_models(self):
+        if self._models_patched:
+            return
+        # What TRL 1.16's KTOTrainer asks its fused head for: log-probs, entropy and mean logits (its metrics).
+        self.share_prompt = speed_up_models(self, ("log_probs", "entropy", "mean_logits"), self.share_prompt)
+        self._models_patched = True
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        with self._packed_rows(inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def compute_ref_log_probs(self, model, inputs):
+        with self._packed_rows(inputs):
+            return super().compute_ref_log_probs(model, inputs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Without compute_metrics nothing reads the logits, which TRL 1.16's KTOTrainer would rebuild in an extra
+        # forward over every position (its deprecated return_outputs path): the same eval metrics without it.
+        loss_only = prediction_loss_only or self.compute_metrics is None
+        return super().prediction_step(model, inputs, loss_only, ignore_keys)
+
+    def _packed_rows(self, inputs):
+        if not self.share_prompt:
+            return contextlib.nullcontext()
+        kl_rows = None
+        if "KL_input_ids" in inputs:
+            kl_rows = pack_sequences(inputs["KL_input_ids"], inputs["KL_attention_mask"])
+        return rows_computed_as(pack_sequences(inputs["input_ids"], inputs["attention_mask"]), kl_rows)
+
+
+class FastRewardTrainer(RewardTrainer):
+    """TRL's RewardTrainer, with the same loss and metrics, and one change that only makes it faster:
+
+    - `share_prompt`: each pair is one row, the tokens its chosen and rejected texts start with (the prompt)
+      computed once, and the pairs of a batch packed around their common prefix (prefopt.shared_prompt). The
+      hidden states go back to TRL's layout before the score head, so each answer's score still reads its last
+      token.
+    """
+
+    def __init__(self, *args, share_prompt: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        scorer = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        self.share_prompt = share_prompt and add_shared_prompt_backbone(scorer)
+        if share_prompt and not self.share_prompt:
+            log_layout_fallback()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.share_prompt:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        ids, attention = inputs["input_ids"], inputs["attention_mask"]
+        pairs = {"input_ids": ids, "attention_mask": attention, "completion_mask": pair_answers(ids, attention)}
+        with shared_prompt_rows(pairs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 class FastSFTTrainer(SFTTrainer):

@@ -3,11 +3,11 @@
 from trl import KTOConfig
 
 from prefopt.recipe import Recipe
-from prefopt.trainers import CachedKTOTrainer
+from prefopt.trainers import FastKTOTrainer
 
 
 def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval_dataset, peft_config, callbacks):
-    return CachedKTOTrainer(
+    return FastKTOTrainer(  # TRL's KTOTrainer with packed rows, a completion-only LM head on CPU, cached references
         model=model,
         ref_model=ref_model,
         args=args,
@@ -16,12 +16,14 @@ def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
+        share_prompt=cfg.method.get("share_prompt", True),  # rows packed around their common prefix
     )
 
 
 RECIPE = Recipe(
     config_class=KTOConfig,
     build_trainer=build_trainer,
+    own_keys=("share_prompt",),  # read by build_trainer above, not a config field
     data_format="unpaired",  # prompt, completion, label
     uses_reference=True,
     logged_metrics=("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "kl"),

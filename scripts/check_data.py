@@ -7,10 +7,10 @@ A mixture (`dataset=mix`) is reported as a whole and per source.
 
 from __future__ import annotations
 
+import prefopt.console  # isort: skip  (first: what libraries log while importing reaches the log)
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for scripts/train.py")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    prefopt.console.setup_tool(None)  # the libraries' warnings stay off the report
     try:
         with contextlib.redirect_stdout(
             sys.stderr

@@ -8,10 +8,10 @@ Writes the `harness` section of <run dir>/eval.json and keeps every other sectio
 
 from __future__ import annotations
 
+import prefopt.console  # isort: skip  (first: what libraries log while importing reaches the log)
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    prefopt.console.setup_tool(args.run_dir / "eval.log")  # the libraries' output: there only
     settings = HarnessSettings(
         limit=args.limit,
         num_fewshot=args.num_fewshot,

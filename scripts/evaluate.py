@@ -9,10 +9,10 @@ directory say, as on a training command: `make eval run=<dir> ARGS="--force judg
 
 from __future__ import annotations
 
+import prefopt.console  # isort: skip  (first: what libraries log while importing reaches the log)
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 from dataclasses import asdict
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    prefopt.console.setup_tool(args.run_dir / "eval.log")  # the libraries' output: there only
     try:
         with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # stdout: only the JSON object
             result, path = _evaluate(args)

@@ -9,10 +9,10 @@ training run's policy (on-policy pairs) instead of `model=`; `reward.model=` tak
 
 from __future__ import annotations
 
+import prefopt.console  # isort: skip  (first: what libraries log while importing reaches the log)
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    prefopt.console.setup_tool(None)  # the libraries' warnings stay off the report
     try:
         with contextlib.redirect_stdout(
             sys.stderr

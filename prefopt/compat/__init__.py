@@ -2,15 +2,13 @@
 written for. One module per library; each lists its reliances in RELIANCES.
 
 Upgrading a pin: tests/prefopt/test_compat.py fails while an installed version differs from WRITTEN_FOR, naming every
-reliance to recheck for that library, and checks that each private name still exists. Recheck each (the tests that
+reliance to recheck for that library (prefopt.compat.check), and checks that each private name still exists. Recheck each (the tests that
 hold the fast trainers to TRL's losses, metrics and gradients are the safety net for the trainer overrides), then
 update WRITTEN_FOR.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 from dataclasses import dataclass
 
 # The installed versions these reliances were written for and checked against (requirements.txt pins them).
@@ -41,46 +39,3 @@ class Reliance:
     where: str
     why: str
     instance_attribute: bool = False
-
-
-def all_reliances() -> list[Reliance]:
-    from prefopt.compat import accelerate, datasets, lm_eval, models, transformers, trl, wandb
-
-    return [r for module in (transformers, trl, wandb, accelerate, datasets, lm_eval, models) for r in module.RELIANCES]
-
-
-def installed_version(library: str) -> str | None:
-    try:
-        return importlib.metadata.version(library)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def version_drift() -> list[str]:
-    """One message per library whose installed version differs from WRITTEN_FOR, listing what to recheck."""
-    messages = []
-    for library, written_for in WRITTEN_FOR.items():
-        installed = installed_version(library)
-        if installed is None or installed == written_for:
-            continue
-        targets = [f"{r.target} ({r.how} in {r.where})" for r in all_reliances() if r.library == library]
-        messages.append(
-            f"{library} {installed} is installed, prefopt.compat was written for {written_for}: recheck "
-            + "; ".join(targets)
-            + f", then set WRITTEN_FOR['{library}'] = '{installed}' in prefopt/compat/__init__.py."
-        )
-    return messages
-
-
-def resolve(target: str):
-    """The object a dotted target names: the longest importable module, then attributes."""
-    parts = target.split(".")
-    for cut in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for name in parts[cut:]:
-            obj = getattr(obj, name)
-        return obj
-    raise ImportError(f"no module in {target}")

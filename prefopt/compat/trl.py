@@ -1,8 +1,10 @@
-"""TRL's private methods and attributes that prefopt.trainers overrides or reads (TRL 1.16).
+"""TRL's private methods and attributes that prefopt.trainers and prefopt.trainers_experimental override or read
+(TRL 1.16).
 
 The overrides live in the trainer subclasses themselves; this list is what to recheck when TRL changes. The tests
 that hold each fast trainer to TRL's own loss, metrics and gradients (tests/prefopt/test_trainers.py,
-test_shared_prompt.py, test_lm_head.py, test_loss_crosscheck.py) catch a change in what these do.
+test_trainers_experimental.py, test_shared_prompt.py, test_lm_head.py, test_loss_crosscheck.py) catch a change in
+what these do.
 """
 
 from __future__ import annotations
@@ -29,8 +31,36 @@ RELIANCES = [
         "trl",
         "trl.KTOTrainer._precompute_ref_logps",
         "overridden",
-        "prefopt.ref_cache.ContentKeyedReferenceCache",
-        "as DPOTrainer's; KTO keys by its KL term too (calculate_KL)",
+        "prefopt.ref_cache.ContentKeyedReferenceCache, prefopt.trainers.FastKTOTrainer",
+        "as DPOTrainer's; KTO keys by its KL term too (calculate_KL); ours patches the models first",
+    ),
+    Reliance(
+        "trl",
+        "trl.experimental.orpo.ORPOTrainer.concatenated_forward",
+        "overridden",
+        "prefopt.trainers_experimental.FastORPOTrainer",
+        "its five outputs (chosen and rejected log-probs, mean logits, the SFT loss) from shared-prompt rows",
+    ),
+    Reliance(
+        "trl",
+        "trl.experimental.orpo.ORPOTrainer.concatenated_inputs",
+        "read",
+        "prefopt.trainers_experimental.FastORPOTrainer",
+        "the [chosen; rejected] rows TRL's forward builds, with its padding value",
+    ),
+    Reliance(
+        "trl",
+        "trl.experimental.cpo.CPOTrainer.concatenated_forward",
+        "overridden",
+        "prefopt.trainers_experimental.FastCPOTrainer",
+        "as ORPOTrainer's, for CPO and SimPO",
+    ),
+    Reliance(
+        "trl",
+        "trl.experimental.cpo.CPOTrainer.concatenated_inputs",
+        "read",
+        "prefopt.trainers_experimental.FastCPOTrainer",
+        "as ORPOTrainer's",
     ),
     Reliance(
         "trl",

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefopt.config import CONF
 from prefopt.data.local import as_one_format, prompt_key
+from prefopt.data.sources import cut, load_source, warn_eval_overlap
 from prefopt.errors import RecipeError
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,6 @@ def _is_number(value) -> bool:
 
 
 def load_mixture(mix_cfg: DictConfig, data_format: str) -> Mixture:
-    from prefopt.data import _cut, load_source, warn_eval_overlap
 
     configs = source_configs(mix_cfg)
     loaded, parts = [], []
@@ -135,7 +135,7 @@ def load_mixture(mix_cfg: DictConfig, data_format: str) -> Mixture:
             detail = str(exc) if isinstance(exc, RecipeError) else f"{type(exc).__name__}: {exc}"
             raise RecipeError(f"{part.label}: {detail}") from exc
         warn_eval_overlap(train, test, cfg, part.label)
-        train, test = _cut(train, cfg.get("max_train_samples")), _cut(test, cfg.get("max_eval_samples"))
+        train, test = cut(train, cfg.get("max_train_samples")), cut(test, cfg.get("max_eval_samples"))
         part.available = {"train": len(train), "eval": len(test)}
         loaded.append((train.to_list(), test.to_list()))
         parts.append(part)
@@ -172,7 +172,7 @@ def load_mixture(mix_cfg: DictConfig, data_format: str) -> Mixture:
             len(part.eval),
         )
     train_ds, eval_ds = Dataset.from_list(train), Dataset.from_list(test)
-    return Mixture(train_ds, _cut(eval_ds, mix_cfg.get("max_eval_samples")), parts)
+    return Mixture(train_ds, cut(eval_ds, mix_cfg.get("max_eval_samples")), parts)
 
 
 def _drop_held_out_elsewhere(i: int, trains: list[list[dict]], evals: list[list[dict]], part: Part) -> list[dict]:

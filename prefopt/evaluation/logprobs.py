@@ -44,7 +44,7 @@ def pair_metrics(
     """DPO's implicit rewards r = beta * (log pi(y|x) - log pi_ref(y|x)) on held-out pairs, for any method.
 
     loss is the DPO (sigmoid) loss -log sigmoid(r_chosen - r_rejected); reward accuracy counts r_chosen > r_rejected
-    (strictly, as TRL does: an untrained policy scores 0).
+    (strictly, as TRL does: an untrained policy scores 0). loss_se and reward_margin_se: standard errors over pairs.
     """
     sides = []
     skipped = 0
@@ -65,18 +65,26 @@ def pair_metrics(
     chosen_rewards = beta * (policy[:n] - reference[:n])
     rejected_rewards = beta * (policy[n:] - reference[n:])
     margins = chosen_rewards - rejected_rewards
+    losses = -F.logsigmoid(margins)
     return {
         "num_pairs": n,
         "skipped_pairs": skipped,
         "beta": beta,
-        "loss": float(-F.logsigmoid(margins).mean()),
+        "loss": float(losses.mean()),
+        "loss_se": _standard_error(losses),
         "reward_accuracy": float((chosen_rewards > rejected_rewards).double().mean()),
         "reward_margin": float(margins.mean()),
+        "reward_margin_se": _standard_error(margins),
         "chosen_reward": float(chosen_rewards.mean()),
         "rejected_reward": float(rejected_rewards.mean()),
         "chosen_logps": float(policy[:n].mean()),
         "rejected_logps": float(policy[n:].mean()),
     }
+
+
+def _standard_error(values: torch.Tensor) -> float:
+    """Standard error of the mean over pairs: sample standard deviation / sqrt(n); NaN for a single pair."""
+    return float(values.std() / len(values) ** 0.5) if len(values) > 1 else float("nan")
 
 
 def kl_per_answer(

@@ -1,5 +1,8 @@
 """Answers to the built-in task's held-out prompts, scored by its verifier: pass rates of policy and reference,
-the policy's win rate over the reference, answer lengths, and KL to the reference on the policy's answers."""
+the policy's win rate over the reference, answer lengths, and KL to the reference on the policy's answers.
+
+Rates come with their counts (`num_prompts`, wins/losses/ties), from which a report draws their intervals; KL with
+its standard error over answers; each sample keeps its own verdicts and KL, for any other statistic over prompts."""
 
 from __future__ import annotations
 
@@ -91,6 +94,15 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _standard_error(values) -> float:
+    """Standard error of the mean: sample standard deviation / sqrt(n); NaN under two values."""
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return float("nan")
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
+
+
 def generation_metrics(
     models: PolicyAndReference, tokenizer, tasks: list[builtin.Task], settings: GenerationSettings
 ) -> dict:
@@ -118,6 +130,7 @@ def verifier_metrics(
         **scores,
         "win_rate_ties": "half",
         "kl_policy_reference": _mean(answers.kl),
+        "kl_policy_reference_se": _standard_error(answers.kl),
         "kl_estimate": f"mean over the policy's {settings.decoding} answers of sum over answer tokens of log pi - log pi_ref",
         "samples": [
             {
@@ -128,8 +141,13 @@ def verifier_metrics(
                 "policy_answer": p,
                 "reference_pass": rp,
                 "policy_pass": pp,
+                "reference_right_content": builtin.has_right_content(t, r),
+                "policy_right_content": builtin.has_right_content(t, p),
+                "kl": kl,
             }
-            for t, r, p, rp, pp in zip(tasks, answers.reference, answers.policy, reference_pass, policy_pass)
+            for t, r, p, rp, pp, kl in zip(
+                tasks, answers.reference, answers.policy, reference_pass, policy_pass, answers.kl
+            )
         ],
         "sampled": sampled_metrics(models, tokenizer, tasks, prompts, settings) if settings.num_samples else None,
     }
@@ -156,4 +174,11 @@ def sampled_metrics(models: PolicyAndReference, tokenizer, tasks, prompts, setti
         [decode(tokenizer, i) for i in reference_answers.ids],
     )
     kls = kl_per_answer(models, repeated_prompts, policy_answers, settings.batch_size, tokenizer.pad_token_id)
-    return {"num_samples": n, "temperature": settings.temperature, **scores, "kl_policy_reference": _mean(kls)}
+    return {
+        "num_samples": n,
+        "temperature": settings.temperature,
+        **scores,
+        "kl_policy_reference": _mean(kls),
+        # Over all answers; the n answers of one prompt are not independent, so this understates the spread a little.
+        "kl_policy_reference_se": _standard_error(kls),
+    }

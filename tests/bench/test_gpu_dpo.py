@@ -93,3 +93,32 @@ def test_rows_release_their_model(gpu_bench):
         )
         assert ("error" in result) == (row == "plain+liger"), result
         assert live_models() == before, row
+
+
+def test_orpo_and_kto_rows_beside_dpos_train_the_same_steps(gpu_bench, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rows.jsonl"
+    rows = "plain,recipe"
+    argv = ["gpu_dpo.py", *TINY_ARGS, "--methods", "orpo,kto", "--rows", rows, "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    gpu_bench.main()
+    printed = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(line["method"], line["row"]) for line in lines] == [
+        (m, r) for m in ("orpo", "kto") for r in rows.split(",")
+    ]
+    for line in lines:
+        assert "error" not in line, line
+        plain = next(p for p in lines if (p["method"], p["row"]) == (line["method"], "plain"))
+        assert line["train_loss"] == pytest.approx(plain["train_loss"], abs=1e-5), line  # levers change speed only
+        assert line["share_prompt"] == (line["row"] == "recipe"), line
+        # KTO trains on each pair's two unpaired rows: 8 rows per step for 4 pairs.
+        assert line["micro_batch"] * line["accumulation"] == (8 if line["method"] == "kto" else 4), line
+    assert "orpo lora: recipe / plain TRL = " in printed and "kto lora: recipe / plain TRL = " in printed
+
+
+def test_reference_levers_need_a_method_with_a_reference(gpu_bench):
+    with pytest.raises(SystemExit, match=r"orpo trains without a reference"):
+        gpu_bench.check_rows(["plain+ref_precomputed"], ("dpo", "orpo"))
+    with pytest.raises(SystemExit, match=r"unknown method 'simpo'"):
+        gpu_bench.check_rows(["plain"], ("simpo",))
+    gpu_bench.check_rows(["recipe+ref_precomputed"], ("dpo", "kto"))

@@ -138,7 +138,7 @@ def script_lines(make_output: str) -> list[list[str]]:
     """The script invocations among the commands `make -n` printed, each as its words from the script on."""
     found = []
     for line in make_output.replace("\\\n", " ").splitlines():
-        words = shlex.split(line)
+        words = shlex.split(line, comments=True)
         for i, word in enumerate(words):
             if re.fullmatch(r"(scripts|bench)/\w+\.(py|sh)", word):
                 found.append(words[i:])

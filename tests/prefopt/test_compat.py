@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from prefopt import compat
+from prefopt.compat import check as compat
 from tests.conftest import REPO
 
 

@@ -89,3 +89,28 @@ def test_models_that_transform_their_logits_keep_trls_head(field):
 
 def test_triton_head_only_on_accelerators():
     assert not lm_head.triton_head(torch.device("cpu"))
+
+
+def test_scoring_head_gives_the_full_logits_log_probs_and_every_positions_mean_logit():
+    cfg = compose_config("model=tiny-random", "logger=none")
+    model = load_model(cfg.model, "fp32", seed=0)
+    ids, labels = batch(model)
+    full = model(input_ids=ids).logits  # [3, 20, 128]
+    expected_log_probs = full[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    assert lm_head.add_scoring_head(model)
+    out = model(input_ids=ids, scored_labels=labels)
+    mask = labels[:, 1:] != -100
+    assert torch.equal(out.label_mask, mask)
+    torch.testing.assert_close(out.log_probs[mask], expected_log_probs[mask], rtol=1e-5, atol=1e-5)
+    assert (out.log_probs[~mask] == 0).all()
+    torch.testing.assert_close(out.mean_logits, full.mean(-1), rtol=1e-5, atol=1e-6)  # every position, no label too
+    out.log_probs.sum().backward()  # the log-probs carry the gradient
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert torch.equal(model(input_ids=ids).logits, full)  # without scored_labels: the model's own forward
+
+
+def test_models_that_transform_their_logits_keep_their_own_forward_for_scoring():
+    cfg = compose_config("model=tiny-random", "logger=none")
+    model = load_model(cfg.model, "fp32", seed=0)
+    model.config.final_logit_softcapping = 30.0
+    assert not lm_head.add_scoring_head(model)

@@ -255,3 +255,97 @@ def test_shared_rows_of_length_grouped_ragged_pairs_are_over_90_percent_tokens()
         shared_positions += rows.segments.numel()
     assert trl_real / trl_positions < 0.9 < shared_real / shared_positions
     assert shared_positions < 0.7 * trl_positions
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("gradient", [False, True])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("layout", ["rows", "packed"])
+def test_padding_queries_give_trls_hidden_states_at_every_position_padding_included(
+    layout, attention, gradient, device, monkeypatch
+):
+    """ORPO's and CPO's logits/* average every position of TRL's rows: their padding is computed as queries that
+    see what TRL's padding sees (the row's real tokens) and that nothing sees. With gradient, a packed row's queries
+    go through the model after the rest, from its KV cache."""
+    cfg = compose_config(*TINY)
+    model = load_model(cfg.model, "fp32", seed=0).to(device)
+    model.set_attn_implementation(attention)
+    ids, attention_mask, completion = (
+        (IDS, ATTENTION, COMPLETION) if layout == "rows" else (IDS_COMMON, ATTENTION_COMMON, COMPLETION_COMMON)
+    )
+    rows = shared_prompt.share_prompts(ids, attention_mask, completion, padding_queries=True)
+    # Pair 0: prompt 5 6 7, chosen 8 9, rejected 11-14, then the chosen row's 2 padding positions (columns 5, 6).
+    if layout == "rows":
+        assert rows.shared_ids[0, :11].tolist() == [5, 6, 7, 8, 9, 11, 12, 13, 14, 0, 0]
+        assert rows.position_ids[0, :11].tolist() == [0, 1, 2, 3, 4, 3, 4, 5, 6, 5, 6]
+        mask = rows.attention_mask("sdpa", torch.float32)[0, 0]
+        assert mask[9, :5].all() and not mask[9, 5:].any()  # a padding query: its row's tokens, not itself
+        assert not mask[:, 9:11].any()  # nothing sees a padding query (11 is filler, which sees itself)
+    else:
+        assert rows.packed().trailing_queries == int((ATTENTION_COMMON == 0).sum())  # all of them, last
+    query_passes, forward_queries = [], shared_prompt._forward_queries_without_gradient
+    monkeypatch.setattr(
+        shared_prompt, "_forward_queries_without_gradient", lambda *a: query_passes.append(1) or forward_queries(*a)
+    )
+    ids, attention_mask, completion = ids.to(device), attention_mask.to(device), completion.to(device)
+    with torch.no_grad():
+        plain = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    assert shared_prompt.add_shared_prompt_backbone(model)
+    with torch.set_grad_enabled(gradient):
+        with shared_prompt.shared_prompt_rows(batch(ids, attention_mask, completion), padding_queries=True) as used:
+            shared = model.model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    assert (used.shared_ids.shape[0] == 1) == (layout == "packed")
+    assert len(query_passes) == (layout == "packed" and gradient)
+    assert not attention_mask.bool().all()  # the rows do have padding
+    torch.testing.assert_close(shared.detach(), plain, rtol=1e-5, atol=1e-5)  # every position, padding included
+
+
+def test_reward_model_pairs_share_the_tokens_their_rows_start_with():
+    # [chosen; rejected] rows with no prompt/answer split: pair 0 agrees on 3 tokens, pair 1 on 2 (then answers).
+    ids = torch.tensor([[5, 6, 7, 8, 0], [20, 21, 10, 0, 0], [5, 6, 7, 11, 12], [20, 21, 15, 16, 0]])
+    attention_mask = (ids != 0).long()
+    answers = shared_prompt.pair_answers(ids, attention_mask)
+    assert answers.tolist() == [[0, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 1], [0, 0, 1, 1, 0]]
+    rows = shared_prompt.share_prompts(ids, attention_mask, answers)
+    assert rows.shared_ids[0].tolist() == [5, 6, 7, 8, 11, 12]
+
+
+def test_a_sequence_classifier_scores_each_pair_from_one_row():
+    """transformers' sequence classifiers pass input_ids to the backbone by position; each answer's score reads the
+    hidden state of its row's last token, which the shared row computes."""
+    cfg = compose_config(*TINY)
+    model = load_model(cfg.model, "fp32", seed=0, model_class="sequence_classification")
+    ids = torch.tensor([[5, 6, 7, 8, 9, 2], [5, 6, 7, 11, 12, 13]])  # 2 is the pad token: row 0 is padded
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=attention_mask).logits
+        assert shared_prompt.add_shared_prompt_backbone(model)
+        pairs = {"input_ids": ids, "attention_mask": attention_mask}
+        pairs["completion_mask"] = shared_prompt.pair_answers(ids, attention_mask)
+        with shared_prompt.shared_prompt_rows(pairs) as rows:
+            shared = model(input_ids=ids, attention_mask=attention_mask).logits
+    assert rows.shared_ids.tolist() == [[5, 6, 7, 8, 9, 11, 12, 13]]
+    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_several_batches_each_computed_in_its_own_layout(backbone_row_shapes):
+    """KTO's completion rows and its KL rows go through the backbone in separate calls, each packed."""
+    cfg = compose_config(*TINY)
+    model = load_model(cfg.model, "fp32", seed=0)
+    first = torch.tensor([[3, 4, 5, 6, 7, 0], [3, 4, 8, 9, 10, 11], [3, 4, 12, 0, 0, 0]])
+    second = torch.tensor([[3, 4, 5, 9, 0], [3, 4, 8, 10, 11]])
+    assert shared_prompt.add_shared_prompt_backbone(model)
+    with torch.no_grad():
+        plain = [
+            model.model(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state for ids in (first, second)
+        ]
+        layouts = [shared_prompt.pack_sequences(ids, (ids != 0).long()) for ids in (first, second)]
+        with shared_prompt.rows_computed_as(*layouts):
+            packed = [
+                model.model(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+                for ids in (first, second)
+            ]
+    assert backbone_row_shapes == [(1, 10, 64), (1, 7, 64)]
+    for ids, ours, theirs in zip((first, second), packed, plain):
+        real = ids != 0
+        torch.testing.assert_close(ours[real], theirs[real], rtol=1e-5, atol=1e-5)

@@ -1,53 +1,38 @@
-"""prefopt.trainers: FastDPOTrainer and FastSFTTrainer give TRL's loss and metrics exactly; length-grouped batches of
-pairs."""
+"""prefopt.trainers: FastDPOTrainer, FastSFTTrainer, FastKTOTrainer and FastRewardTrainer give TRL's loss, metrics
+and gradients; length-grouped batches of pairs."""
 
 import math
 
 import pytest
 import torch
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer, SFTTrainer
+from trl import DPOConfig, DPOTrainer, KTOTrainer, RewardTrainer, SFTTrainer
 
 from prefopt.adapters import lora_config
 from prefopt.data import load_splits
 from prefopt.models import load_model, load_tokenizer
 from prefopt.run import trl_config
-from prefopt.trainers import FastDPOTrainer, FastSFTTrainer, PairLengthSampler, pair_lengths
-from recipes import dpo, sft
+from prefopt.trainers import (
+    FastDPOTrainer,
+    FastKTOTrainer,
+    FastRewardTrainer,
+    FastSFTTrainer,
+    PairLengthSampler,
+    pair_lengths,
+)
+from recipes import dpo, kto, rm, sft
 from tests.conftest import compose_config
+from tests.prefopt.trainer_steps import assert_same_step, one_step
 
 TINY = ["model=tiny-random", "logger=none", "dataset.num_train=16", "dataset.num_eval=8"]
-
-
-def one_step(trainer_class, cfg, train, recipe=dpo.RECIPE):
-    """Loss, logged metrics and LoRA gradients of one training batch, from the same weights for both classes."""
-    torch.manual_seed(0)  # the same LoRA initialization
-    trainer = trainer_class(
-        model=load_model(cfg.model, "fp32", seed=0),
-        args=trl_config(cfg),
-        train_dataset=train,
-        processing_class=load_tokenizer(cfg.model),
-        peft_config=lora_config(cfg.peft),
-    )
-    with torch.no_grad():  # LoRA's B starts at zero: move it so the policy differs from the reference
-        generator = torch.Generator().manual_seed(1)
-        for name, param in trainer.model.named_parameters():
-            if "lora_B" in name:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    trainer.model.train()
-    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    grads = {n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None}
-    return loss.item(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, grads
 
 
 @pytest.mark.parametrize("method", ["dpo", "ipo"])
 def test_recipe_trainer_gives_trls_loss_rewards_and_gradients(method):
     cfg = compose_config(f"method={method}", *TINY, "+train.train_sampling_strategy=sequential")
     train, _ = load_splits(cfg.dataset, "paired")
-    trl_loss, trl_metrics, trl_grads = one_step(DPOTrainer, cfg, train)
-    loss, metrics, grads = one_step(FastDPOTrainer, cfg, train)
+    trl_loss, trl_metrics, trl_grads = one_step(DPOTrainer, cfg, train, dpo.RECIPE)
+    loss, metrics, grads = one_step(FastDPOTrainer, cfg, train, dpo.RECIPE)
     assert abs(trl_loss - math.log(2)) > 1e-3  # policy and reference really differ
     assert loss == pytest.approx(trl_loss, abs=1e-5)
     assert metrics.keys() == trl_metrics.keys()
@@ -202,3 +187,79 @@ def test_precomputed_reference_log_probs_come_from_the_completion_head(chunked_h
     (trl_logps, trl_calls), (our_logps, our_calls) = logps[DPOTrainer], logps[FastDPOTrainer]
     assert trl_calls > 0 and our_calls == 0
     assert our_logps == pytest.approx(trl_logps, abs=1e-4) and len(our_logps) == 16
+
+
+@pytest.mark.parametrize(("attention", "batch"), [("sdpa", 4), ("eager", 2)])
+def test_kto_trainer_gives_trls_loss_metrics_and_gradients_from_packed_rows(
+    attention, batch, chunked_head_calls, backbone_row_shapes
+):
+    cfg = compose_config(
+        "method=kto", *TINY, "+train.train_sampling_strategy=sequential", f"train.per_device_train_batch_size={batch}"
+    )
+    train, _ = load_splits(cfg.dataset, "unpaired")
+    trls = one_step(KTOTrainer, cfg, train, kto.RECIPE, attention)
+    assert chunked_head_calls and not backbone_row_shapes  # TRL's own head and layout ran for TRL's trainer
+    chunked_head_calls.clear()
+    ours = one_step(FastKTOTrainer, cfg, train, kto.RECIPE, attention)
+    assert not chunked_head_calls  # the recipe's trainer scored the completion tokens itself
+    # Policy and reference, each on the completion rows and the KL rows: four forwards, each on one packed row.
+    assert [shape[0] for shape in backbone_row_shapes] == [1] * 4
+    assert ours[1]["kl"] > 0 and abs(ours[0] - 0.5) > 1e-3  # the KL term and the loss are not trivial
+    assert_same_step(ours, trls)
+
+
+@pytest.mark.parametrize(("attention", "batch"), [("sdpa", 8), ("eager", 2)])
+def test_reward_trainer_gives_trls_loss_metrics_and_gradients_from_one_row_per_pair(
+    attention, batch, backbone_row_shapes
+):
+    cfg = compose_config(
+        "method=rm", *TINY, "+train.train_sampling_strategy=sequential", f"train.per_device_train_batch_size={batch}"
+    )
+    train, _ = load_splits(cfg.dataset, "paired")
+    trls = one_step(RewardTrainer, cfg, train, rm.RECIPE, attention)
+    assert not backbone_row_shapes
+    ours = one_step(FastRewardTrainer, cfg, train, rm.RECIPE, attention)
+    # 8 tiny-model pairs are too long to pack: one row per pair; 2 are packed into one row.
+    assert [shape[0] for shape in backbone_row_shapes] == [batch if batch == 8 else 1]
+    assert_same_step(ours, trls)
+
+
+def test_kto_with_a_model_that_cannot_take_the_mask_keeps_trls_layout_and_says_so(caplog, backbone_row_shapes):
+    cfg = compose_config("method=kto", *TINY, "train.per_device_train_batch_size=2")
+    train, _ = load_splits(cfg.dataset, "unpaired")
+    model = load_model(cfg.model, "fp32")
+    model.config.sliding_window = 4  # sliding-window attention: a custom mask would ignore the window
+    with caplog.at_level("INFO", logger="prefopt.trainers"):
+        trainer = FastKTOTrainer(
+            model=model,
+            args=trl_config(cfg),
+            train_dataset=train,
+            processing_class=load_tokenizer(cfg.model),
+            peft_config=lora_config(cfg.peft),
+        )
+    assert trainer.share_prompt is False
+    assert "share_prompt: off for this model" in caplog.text
+    trainer.compute_loss(trainer.model, trainer._prepare_inputs(next(iter(trainer.get_train_dataloader()))))
+    assert backbone_row_shapes == []
+
+
+def test_kto_evaluation_skips_the_logits_nothing_reads():
+    """TRL's KTOTrainer rebuilds every position's logits in an extra forward when evaluation asks for them; without
+    compute_metrics nothing reads them, so the recipe's trainer returns the loss alone, the same loss."""
+    cfg = compose_config("method=kto", *TINY, "train.per_device_train_batch_size=2")
+    train, _ = load_splits(cfg.dataset, "unpaired")
+    losses = {}
+    for trainer_class in (KTOTrainer, FastKTOTrainer):
+        trainer = trainer_class(
+            model=load_model(cfg.model, "fp32", seed=0),
+            args=trl_config(cfg),
+            train_dataset=train,
+            processing_class=load_tokenizer(cfg.model),
+            peft_config=lora_config(cfg.peft),
+        )
+        trainer.model.eval()
+        batch = next(iter(trainer.get_train_dataloader()))
+        loss, logits, labels = trainer.prediction_step(trainer.model, batch, prediction_loss_only=False)
+        losses[trainer_class] = loss.item()
+        assert (logits is None and labels is None) == (trainer_class is FastKTOTrainer)
+    assert losses[FastKTOTrainer] == pytest.approx(losses[KTOTrainer], abs=1e-6)

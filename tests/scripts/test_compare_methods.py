@@ -4,12 +4,12 @@ before/after table in train.log."""
 
 import csv
 import json
-import math
 
 import pytest
 import yaml
 
 from prefopt.config import compose_config
+from prefopt.reports import compare
 from tests.conftest import load_script
 from tests.scripts.compared_runs import METHODS, OVERRIDES, SEED, compared_runs, run_dir
 
@@ -49,9 +49,14 @@ def test_one_record_per_run_with_the_runs_own_numbers_overall_and_per_kind():
         assert record["kl"] == generation["kl_policy_reference"]
         for kind, rate in generation["right_content_rate_by_kind"]["policy"].items():
             assert record[f"content_after/{kind}"] == rate
-    # One seed: the method rows are the runs' numbers, with no standard error.
+        # Each number with its noise: KL's standard error over the answers, rates' Wilson interval over prompts.
+        assert record["kl_se"] == generation["kl_policy_reference_se"] > 0
+        assert record["pass_after_low"] <= record["pass_after"] <= record["pass_after_high"]
+        assert record["pass_before_high"] > 0 and record["reward_accuracy_high"] > record["reward_accuracy_low"]
+    # One seed: the method rows are the runs' numbers, with their own noise.
     for row, record in zip(report["rows"], report["runs"]):
-        assert row["seeds"] == 1 and row["kl"] == record["kl"] and row["kl_se"] is None
+        assert row["seeds"] == 1 and row["kl"] == record["kl"] and row["kl_se"] == record["kl_se"]
+        assert row["pass_after_high"] == record["pass_after_high"]
 
 
 def test_compare_md_holds_both_tables_compare_csv_the_runs_and_compare_png_the_plot():
@@ -63,14 +68,20 @@ def test_compare_md_holds_both_tables_compare_csv_the_runs_and_compare_png_the_p
     for line, row in zip(table[2:], report["rows"]):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[0] == row["method"] and cells[1] == "1"
-        assert float(cells[6]) == pytest.approx(row["reward_accuracy"], abs=5e-4)
-        assert float(cells[7]) == pytest.approx(row["kl"], abs=5e-4)
+        assert (
+            cells[6]
+            == f"{row['reward_accuracy']:.3f} ({row['reward_accuracy_low']:.3f}-{row['reward_accuracy_high']:.3f})"
+        )
+        assert cells[7] == f"{row['kl']:.3f} ± {row['kl_se']:.3f}"
     kinds = [line for line in lines[lines.index("## Per kind") :] if line.startswith("|")]
     assert len(kinds) == 2 + 4 * len(METHODS)  # every method's four kinds
     with (out / "compare.csv").open() as f:
         records = list(csv.DictReader(f))
     assert [(r["method"], r["seed"]) for r in records] == [(m, str(SEED)) for m in METHODS]
     assert float(records[0]["kl"]) == report["runs"][0]["kl"]
+    assert float(records[0]["kl_se"]) == report["runs"][0]["kl_se"]
+    for key in ("pass_before", "pass_after", "content_before", "content_after", "reward_accuracy", "kl"):
+        assert {key + "_se", key + "_low", key + "_high"} <= set(records[0]), key
     png = (out / "compare.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -116,32 +127,6 @@ def test_the_method_list_is_every_method_config_that_trains_a_policy_and_variant
     assert staged.stage_dirs(script.REPO / "run") == [script.REPO / "run" / "sft", script.REPO / "run" / "dpo"]
 
 
-def test_seeds_make_one_row_per_method_with_mean_and_standard_error(tmp_path):
-    script = load_script("scripts/compare_methods.py")
-    for seed, (kl, content) in zip((1, 2, 3), ((1.0, 0.5), (2.0, 0.25), (6.0, 0.75))):
-        run = tmp_path / "dpo" / f"seed-{seed}"
-        run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({"status": "completed", "wall_time_s": 10.0}))
-        rates = {"reference": 0.5, "policy": content}
-        generation = {
-            "kl_policy_reference": kl,
-            "pass_rate": rates,
-            "right_content_rate": rates,
-            "pass_rate_by_kind": {w: {"sum": r} for w, r in rates.items()},
-            "right_content_rate_by_kind": {w: {"sum": r} for w, r in rates.items()},
-        }
-        (run / "eval.json").write_text(json.dumps({"generation": generation, "pairs": {"reward_accuracy": 1.0}}))
-    dpo = script.Compared("dpo", "dpo")
-    records = [script.read_run(dpo, seed, tmp_path / "dpo" / f"seed-{seed}") for seed in (1, 2, 3)]
-    failed = script.read_run(dpo, 4, tmp_path / "dpo" / "seed-4")  # never ran: not counted
-    assert failed["status"] == "failed" and "seed-4.log" in failed["error"]
-    (row,) = script.summarize(records + [failed])
-    assert row["seeds"] == 3 and row["kl"] == 3.0 and row["kl_se"] == pytest.approx(math.sqrt(7) / math.sqrt(3))
-    assert row["content_after"] == 0.5 and row["content_after/sum"] == 0.5 and row["content_before_se"] == 0.0
-    assert script.cell(row, "kl") == f"3.000 ± {math.sqrt(7 / 3):.3f}"
-    assert "| dpo    | sum  | 0.500 -> 0.500" in script.format_kind_table([row])
-
-
 def test_bad_seeds_and_a_seed_override_are_refused(tmp_path, capsys):
     script = load_script("scripts/compare_methods.py")
     assert script.main(["--seeds", "1,x", "--out", str(tmp_path / "a")]) == 2
@@ -169,7 +154,7 @@ def test_a_method_in_stages_reads_before_from_its_first_stage_and_after_from_its
         rates = {"reference": before, "policy": after}
         generation = {"pass_rate": rates, "right_content_rate": rates, "kl_policy_reference": after}
         (run / stage / "eval.json").write_text(json.dumps({"generation": generation}))
-    record = script.read_run(staged, 1, run)
+    record = compare.read_run(staged.label, 1, run, staged.stage_dirs(run))
     assert record["status"] == "completed" and record["wall_time_s"] == 30.0
     assert (record["pass_before"], record["pass_after"], record["content_before"]) == (0.25, 0.75, 0.25)
 

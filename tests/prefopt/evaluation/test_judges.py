@@ -102,7 +102,9 @@ def test_the_reward_model_judge_prefers_the_answer_its_model_scores_higher(tmp_p
     for i, prompt in enumerate(prompts):
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         ref_score, pol_score = scorer({"prompt": messages}, [reference[i], policy[i]])
-        assert (judgement.reference_scores[i], judgement.policy_scores[i]) == pytest.approx((ref_score, pol_score), abs=1e-4)
+        assert (judgement.reference_scores[i], judgement.policy_scores[i]) == pytest.approx(
+            (ref_score, pol_score), abs=1e-4
+        )
         assert judgement.preferences[i] == (1.0 if pol_score > ref_score else 0.0 if pol_score < ref_score else 0.5)
     assert json.loads((run / "model" / "config.json").read_text())["architectures"] == [
         "LlamaForSequenceClassification"

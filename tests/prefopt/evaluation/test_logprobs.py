@@ -54,6 +54,19 @@ def test_pair_metrics_equal_what_trls_dpo_trainer_logs(tokenizer):
         ("chosen_logps", "eval_logps/chosen"),
     ]:
         assert ours[name] == pytest.approx(trl[trl_name], rel=1e-4, abs=1e-6), name
+    # The standard errors are over pairs: each pair counted twice leaves the mean and the spread of the pairs as
+    # they were, so the standard error shrinks by sqrt((n - 1) / (2n - 1)) exactly.
+    twice = pair_metrics(
+        PolicyAndReference(policy, reference),
+        tokenizer,
+        [*held_out, *held_out],
+        cfg.method.beta,
+        max_length=cfg.train.max_length,
+    )
+    assert ours["reward_margin_se"] > 0 and ours["loss_se"] > 0
+    for name in ("reward_margin", "loss"):
+        assert twice[name] == pytest.approx(ours[name], rel=1e-6)
+        assert twice[f"{name}_se"] == pytest.approx(ours[f"{name}_se"] * (15 / 31) ** 0.5, rel=1e-5), name
 
 
 def test_sequence_logps_do_not_depend_on_what_else_is_in_the_batch(tokenizer):

@@ -41,7 +41,18 @@ def test_a_policy_equal_to_its_reference_scores_zero(tokenizer):
     assert gen["ties"] == 8 and gen["win_rate"] == 0.5
     assert gen["pass_rate"]["policy"] == gen["pass_rate"]["reference"]
     assert [s["policy_answer"] for s in gen["samples"]] == [s["reference_answer"] for s in gen["samples"]]
+    # Every pair and answer scores the same, so the standard errors over them are zero; each sample keeps its own
+    # verdicts and KL, which average to the rates and the KL.
+    assert pairs["loss_se"] == pytest.approx(0.0, abs=1e-6) and pairs["reward_margin_se"] == pytest.approx(
+        0.0, abs=1e-6
+    )
+    assert gen["kl_policy_reference_se"] == pytest.approx(0.0, abs=1e-5)
+    assert sum(s["kl"] for s in gen["samples"]) / 8 == pytest.approx(gen["kl_policy_reference"])
+    content = [s["policy_right_content"] for s in gen["samples"]]
+    assert sum(content) / 8 == gen["right_content_rate"]["policy"]
+    assert content == [s["reference_right_content"] for s in gen["samples"]]
     assert gen["sampled"]["num_prompts"] == 16 and gen["sampled"]["temperature"] == 1.0
+    assert gen["sampled"]["kl_policy_reference_se"] == pytest.approx(0.0, abs=1e-5)
     report = format_report(result)
     assert "reward accuracy (16 pairs)" in report and "pass rate (8 prompts, greedy)" in report
 

@@ -1,4 +1,4 @@
-"""prefopt/reports.py: the helpers the report scripts share, on hand-made values."""
+"""prefopt/reports/tables.py, runs.py and plots.py: the helpers the report tools share, on hand-made values."""
 
 import csv
 import math
@@ -6,6 +6,9 @@ import math
 import pytest
 
 from prefopt import reports
+from prefopt.reports import plots, runs
+from prefopt.reports.stats import Estimate, mean, over_seeds, rate
+from prefopt.reports.tables import estimate_cell, estimate_columns, estimate_fields
 
 
 def test_read_json_gives_the_object_or_none_for_missing_broken_and_non_object_files(tmp_path):
@@ -94,3 +97,50 @@ def test_save_figure_writes_a_png_without_a_display_and_frees_the_figure(tmp_pat
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plt.get_backend().lower() == "agg"
     assert fig.number not in plt.get_fignums()
+
+
+def test_estimate_cells_show_a_rates_interval_and_otherwise_one_standard_error():
+    assert estimate_cell(rate(0.5, 128, "prompts")) == "0.500 (0.415-0.585)"
+    assert estimate_cell(mean(11.31, 0.52, 128, "answers"), ".2f") == "11.31 ± 0.52"
+    assert estimate_cell(over_seeds([0.5, 0.6, 0.7], rate=True)) == "0.600 ± 0.058"  # seeds: the s.e. over them
+    assert estimate_cell(Estimate(0.25)) == "0.250" and estimate_cell(Estimate(None)) == "-"
+
+
+def test_estimate_fields_name_the_value_its_standard_error_and_interval():
+    fields = estimate_fields("kl", mean(2.0, 0.5))
+    assert list(fields) == estimate_columns(["kl"]) == ["kl", "kl_se", "kl_low", "kl_high"]
+    assert fields["kl_low"] == pytest.approx(2.0 - 1.96 * 0.5, abs=1e-3)
+    assert estimate_fields("x", Estimate(1.0)) == {"x": 1.0, "x_se": None, "x_low": None, "x_high": None}
+
+
+def test_generation_estimates_read_counts_and_standard_errors_from_eval_json():
+    evaluation = {
+        "generation": {
+            "num_prompts": 128,
+            "pass_rate": {"policy": 0.5, "reference": 0.0},
+            "right_content_rate": {"policy": 0.625, "reference": 0.375},
+            "win_rate": 0.75,
+            "kl_policy_reference": 11.0,
+            "kl_policy_reference_se": 0.5,
+        },
+        "pairs": {"reward_accuracy": 0.953125, "num_pairs": 64},
+    }
+    policy, reference = runs.generation_estimates(evaluation), runs.generation_estimates(evaluation, "reference")
+    assert (policy["pass_rate"].n, policy["pass_rate"].over, policy["pass_rate"].rate) == (128, "prompts", True)
+    assert policy["kl"].se == 0.5 and policy["kl"].over == "answers" and not policy["kl"].rate
+    assert reference["pass_rate"].value == 0.0 and reference["pass_rate"].high > 0  # nothing passed: still unsure
+    assert "kl" not in reference
+    accuracy = runs.reward_accuracy(evaluation)
+    assert (accuracy.value, accuracy.n, accuracy.over) == (0.953125, 64, "pairs") and accuracy.low < 0.9
+    # An eval.json written before counts were kept, or none at all: the values alone, with no noise.
+    assert runs.generation_estimates({"generation": {"pass_rate": {"policy": 0.5}}})["pass_rate"].se is None
+    assert runs.generation_estimates(None)["kl"].value is None
+
+
+def test_rate_panels_span_at_least_a_third_of_the_unit_interval_and_stay_inside_it():
+    low, high = plots.rate_limits([0.477, 0.516])  # the 0.04 difference that filled a panel
+    assert high - low >= plots.MIN_RATE_SPAN and low < 0.477 and high > 0.516
+    low, high = plots.rate_limits([0.0, 0.02])
+    assert low < 0 < 0.3 <= high < 0.35  # at the edge: shifted inside [0, 1], a little room outside it
+    low, high = plots.rate_limits([0.05, 0.95])
+    assert low < 0.05 and high > 0.95
