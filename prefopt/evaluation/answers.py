@@ -11,6 +11,8 @@ prompts with the same settings: greedy, or one sample each at `eval_generation.t
 from __future__ import annotations
 
 import logging
+import math
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -116,9 +118,17 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _standard_error(values) -> float:
+    """Standard error of the mean over answers: sample standard deviation / sqrt(n); NaN under two values."""
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return float("nan")
+    return statistics.stdev(values) / math.sqrt(len(values))
+
+
 def answers_section(heldout: HeldoutPrompts, answers: HeldoutAnswers | None, settings: GenerationSettings) -> dict:
     """eval.json's `answers`: how many prompts were answered and how, the answers' lengths, how many ran out of
-    tokens, and KL(policy || reference) on the policy's answers."""
+    tokens, and KL(policy || reference) on the policy's answers with its standard error over them."""
     section = {
         "num_prompts": len(heldout.prompts),
         "skipped_too_long": heldout.skipped_too_long,
@@ -141,4 +151,5 @@ def answers_section(heldout: HeldoutPrompts, answers: HeldoutAnswers | None, set
             "policy": sum(not f for f in answers.policy_finished),
         },
         "kl_policy_reference": _mean(answers.kl),
+        "kl_policy_reference_se": _standard_error(answers.kl),
     }
