@@ -105,7 +105,7 @@ eval-harness: $(STAMP) ## harness tasks on a run: eval-harness run=<run dir> tas
 compare-methods: $(STAMP) ## every method on one budget, per seed, then compare.md/.csv/.png [seeds=1,2,3 model= ARGS="--methods dpo,orpo"]
 	$(PY) scripts/compare_methods.py $(GROUP_OVERRIDES) $(if $(seeds),--seeds $(seeds)) $(ARGS)
 
-frontier: $(STAMP) ## pass rate against KL for each run of a sweep: frontier sweep=<sweep dir> -> frontier.png/.csv
+frontier: $(STAMP) ## pass rate (no verifier: the judge's LC win rate) against KL for each run of a sweep: frontier sweep=<sweep dir> -> frontier.png/.csv
 	$(if $(sweep),,$(error give the sweep directory: make frontier sweep=multirun/dpo/<model>/<time>))
 	$(PY) scripts/plot_frontier.py $(sweep) $(ARGS)
 

@@ -49,7 +49,8 @@ class TinyJudgeModel:
 
 class JudgeServer:
     """Serves /v1/models and /v1/chat/completions in a background thread; `base_url` once started (a context
-    manager). `chat_requests` counts the chat requests that reached it, `keys` the Authorization headers seen."""
+    manager). `chat_requests` counts the chat requests that reached it, `keys` the Authorization headers seen,
+    `max_in_flight` the most chat requests it was answering at once."""
 
     def __init__(
         self,
@@ -63,6 +64,7 @@ class JudgeServer:
         self.judge_model, self.model_name, self.key = judge_model, model_name, key
         self.delay_s, self.fail_first, self.free_text = delay_s, fail_first, free_text
         self.chat_requests = 0
+        self.in_flight = self.max_in_flight = 0
         self.keys: list[str | None] = []
         self.counter_lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -123,12 +125,19 @@ class JudgeServer:
                     return self._send(503, {"error": {"message": "overloaded"}})
                 if body.get("model") != server.model_name:
                     return self._send(404, {"error": {"message": f"model {body.get('model')} does not exist"}})
-                time.sleep(server.delay_s)
-                prompt = body["messages"][-1]["content"]
-                if server.free_text:
-                    text = server.judge_model.continuation(prompt)
-                else:
-                    text = f"[[{server.judge_model.verdict(prompt)}]]"
+                with server.counter_lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.delay_s)
+                    prompt = body["messages"][-1]["content"]
+                    if server.free_text:
+                        text = server.judge_model.continuation(prompt)
+                    else:
+                        text = f"[[{server.judge_model.verdict(prompt)}]]"
+                finally:
+                    with server.counter_lock:
+                        server.in_flight -= 1
                 self._send(
                     200,
                     {

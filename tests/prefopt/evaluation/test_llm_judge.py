@@ -135,6 +135,12 @@ def test_a_slow_endpoint_times_out_and_transient_errors_are_retried(judge_model)
     assert server.chat_requests == 4 and verdicts.unparsed == 0
 
 
+def test_no_more_than_judge_concurrency_requests_are_in_flight(judge_model):
+    with JudgeServer(judge_model, delay_s=0.15) as server:
+        verdicts = LLMJudge(judge_cfg(server.base_url, concurrency=2)).judge(PROMPTS, REFERENCE, POLICY)
+    assert server.chat_requests == 6 and server.max_in_flight == 2 and verdicts.unparsed == 0
+
+
 def test_a_model_the_endpoint_does_not_serve_is_named_before_judging(judge_model):
     with JudgeServer(judge_model) as server:
         with pytest.raises(JudgeUnavailable, match="judge.model=gpt-judge is not served at .*; it serves tiny-judge"):
