@@ -56,8 +56,12 @@ def evaluate(
     kept. The answers go to result["samples"] (samples.jsonl, written by write_eval)."""
     from prefopt.data import load_splits
 
+    timing = {}
     if judge is None:
+        started = time.time()
         judge = load_judge(cfg)
+        if judge is not None:
+            timing["judge_load"] = round(time.time() - started, 2)
     judge_name = judge.name if judge is not None else resolve(cfg)
     result = {
         "method": cfg.method.name,
@@ -69,7 +73,7 @@ def evaluate(
         "answers": None,
         "generation": None,
         "judge": None,
-        "timing_s": {},
+        "timing_s": timing,
     }
     if pairs is None and cfg.method.get("beta") is None:
         # Implicit rewards are beta * log(policy / reference), a preference method's; SFT's held-out NLL is eval_loss.
@@ -278,16 +282,20 @@ def evaluate_after_training(run) -> dict | None:
         log.warning("no evaluation after sharded training: run `make eval run=%s` on one device", run_dir)
         return None
     settings = GenerationSettings.from_config(section, seed=cfg.train.seed)
+    started = time.time()
     try:
         judge = load_judge(cfg)
     except RecipeError as exc:
         judge = UnavailableJudge(resolve(cfg), judge_config(cfg).get("model"), str(exc))
+    judge_load_s = time.time() - started
     policy = trainer.accelerator.unwrap_model(trainer.model)
     quantization = quantization_config(cfg.peft, run.setup.precision)
     ref_model = reference_for_evaluation(cfg, run.setup, run.models.reference, _device(policy), quantization)
     pairs = pairs_from_trainer_metrics(cfg, recipe, json.loads((run_dir / METRICS_FILE).read_text()))
     result = evaluate(cfg, PolicyAndReference(policy, ref_model), run.tokenizer, settings, pairs=pairs, judge=judge)
     result["written_by"] = "scripts/train.py"
+    if judge is not None:
+        result["timing_s"]["judge_load"] = round(judge_load_s, 2)
     write_eval(run_dir, result, force=True)
     log.info("held-out evaluation (%s):\n%s", EVAL_FILE, format_report(result, short=True))
     if (result.get("judge") or {}).get("error"):
