@@ -12,9 +12,10 @@ dataset ?=
 peft ?=
 logger ?=
 hardware ?=
+judge ?=
 ARGS ?=
 GROUP_OVERRIDES = $(if $(model),model=$(model)) $(if $(dataset),dataset=$(dataset)) $(if $(peft),peft=$(peft)) $(if $(logger),logger=$(logger)) \
-	$(if $(hardware),hardware=$(hardware))
+	$(if $(hardware),hardware=$(hardware)) $(if $(judge),judge=$(judge))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train test test-slow lint format clean-venv
@@ -48,7 +49,7 @@ LAUNCH = $(if $(launcher),RECIPES_RUN_STAMP=$(shell date +%Y-%m-%d_%H-%M-%S) $(V
 train: $(STAMP) ## train what the config and ARGS say, e.g. an experiment: train ARGS="experiment=llama3-8b-orpo"
 	$(LAUNCH) scripts/train.py $(GROUP_OVERRIDES) $(ARGS)
 
-train-%: $(STAMP) ## train a method of conf/method/ (make recipes lists them): train-dpo, train-sft-dpo, train-online-dpo, ... [model= dataset= peft= logger= hardware= launcher= gpus= ARGS=]
+train-%: $(STAMP) ## train a method of conf/method/ (make recipes lists them): train-dpo, train-sft-dpo, train-online-dpo, ... [model= dataset= peft= logger= hardware= judge= launcher= gpus= ARGS=]
 	$(LAUNCH) scripts/train.py method=$* $(GROUP_OVERRIDES) $(ARGS)
 
 # A beta sweep: one Hydra multirun job per value (per value and seed with seeds=1,2,3), then summary.csv/.md/.png
@@ -87,9 +88,9 @@ run ?=
 sweep ?=
 .PHONY: eval compare-methods frontier
 
-eval: $(STAMP) ## evaluate a run: eval run=<run dir> [ARGS="--num-samples 4 --temperature 0.7 --json --force"]
+eval: $(STAMP) ## evaluate a run: eval run=<run dir> [judge= ARGS="--force --json --num-samples 4 judge.model=..."]
 	$(if $(run),,$(error give the run directory: make eval run=outputs/dpo/<model>/<time>))
-	$(PY) scripts/evaluate.py $(run) $(ARGS)
+	$(PY) scripts/evaluate.py $(run) $(if $(judge),judge=$(judge)) $(ARGS)
 
 # lm-evaluation-harness tasks (names need the Hub for their data; local task YAMLs do not), reference and policy.
 tasks ?=
@@ -104,7 +105,7 @@ eval-harness: $(STAMP) ## harness tasks on a run: eval-harness run=<run dir> tas
 compare-methods: $(STAMP) ## every method on one budget, per seed, then compare.md/.csv/.png [seeds=1,2,3 model= ARGS="--methods dpo,orpo"]
 	$(PY) scripts/compare_methods.py $(GROUP_OVERRIDES) $(if $(seeds),--seeds $(seeds)) $(ARGS)
 
-frontier: $(STAMP) ## pass rate against KL for each run of a sweep: frontier sweep=<sweep dir> -> frontier.png/.csv
+frontier: $(STAMP) ## pass rate (no verifier: the judge's LC win rate) against KL for each run of a sweep: frontier sweep=<sweep dir> -> frontier.png/.csv
 	$(if $(sweep),,$(error give the sweep directory: make frontier sweep=multirun/dpo/<model>/<time>))
 	$(PY) scripts/plot_frontier.py $(sweep) $(ARGS)
 

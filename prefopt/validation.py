@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from prefopt.errors import RecipeError
+from prefopt.evaluation.judges import problems as judge_problems
 from prefopt.model_setup import ModelSetup
 from prefopt.recipe import Recipe
 from prefopt.trl_args import make_config
@@ -111,6 +112,7 @@ def problems(cfg: DictConfig, recipe: Recipe, setup: ModelSetup) -> list[str]:
     found += _step_problems(cfg.train)
     if cfg.dataset.format == "builtin" and _is_number(cfg.dataset.num_eval) and cfg.dataset.num_eval < 1:
         found.append("dataset.num_eval must be >= 1: the launcher evaluates on held-out pairs.")
+    found += judge_problems(cfg)
     batch = cfg.train.get("per_device_train_batch_size")
     if recipe.data_format == "unpaired" and _is_number(batch) and batch < 2:
         found.append("train.per_device_train_batch_size must be >= 2 for KTO: its KL reference point mixes the batch.")

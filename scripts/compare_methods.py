@@ -4,8 +4,8 @@
 Runs each method once per seed (same overrides, so the same steps, batch, learning rate and data) into
 <out>/<method>/seed-<seed>/, then writes compare.md, compare.csv (one row per run) and compare.png to <out> (default
 outputs/compare/<time>). Every number comes from the runs' eval.json and metrics.json: held-out pass rate and
-right-content rate (the right answer in any format) before and after, overall and per kind, reward accuracy, KL and
-wall time, each with its noise (one seed: 95% intervals over prompts or pairs, KL's standard error over answers;
+right-content rate (the right answer in any format) before and after, overall and per kind, reward accuracy, KL,
+with a judge (judge=reward_model or judge=llm) its win rates raw and length-controlled, and wall time, each with its noise (one seed: 95% intervals over prompts or pairs, KL's standard error over answers;
 several: the mean and its standard error over seeds); prefopt/reports/compare.py computes and writes them. Choose
 settings with `dataset.eval_split=validation`. Every method trains through scripts/train.py; a method in stages
 (sft-dpo) is read from its stage folders.

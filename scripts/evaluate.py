@@ -1,7 +1,9 @@
 """Evaluate a trained run against its reference: `python scripts/evaluate.py <run dir>` (or `make eval run=<run dir>`).
 
 Options: --num-samples 4 --temperature 0.7 (sampled answers too), --max-prompts, --max-new-tokens, --batch-size,
---json (one JSON object on stdout), --force (replace an existing eval.json). Writes <run dir>/eval.json.
+--json (one JSON object on stdout), --force (replace an existing eval.json). Writes <run dir>/eval.json and
+<run dir>/samples.jsonl. The judge is the run's (config.yaml), or what `judge=...` and `judge.<key>=...` after the run
+directory say, as on a training command: `make eval run=<dir> ARGS="--force judge=reward_model judge.model=<rm run>"`.
 --prompts FILE scores your own verifiable prompts instead (kind/prompt/answer rows) into <run dir>/eval-<FILE stem>.json.
 """
 
@@ -16,9 +18,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf, open_dict
+
 from prefopt.errors import RecipeError
 from prefopt.evaluation import (
     GenerationSettings,
+    check_run,
     evaluate,
     format_report,
     load_run,
@@ -32,6 +37,13 @@ from prefopt.run_files import EVAL_FILE, write_json
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory (config.yaml + model/)")
+    parser.add_argument(
+        "judge_overrides",
+        nargs="*",
+        metavar="judge=...",
+        help="the judge, as on a training command: judge=reward_model judge.model=<dir>, judge=llm "
+        "judge.base_url=<url> judge.model=<name>, judge=none (default: the run's own)",
+    )
     parser.add_argument("--max-prompts", type=int, help="held-out prompts to answer (default: from the run's config)")
     parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -45,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--force", action="store_true", help="replace an existing eval.json")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # judge overrides may come before or after the options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{args.run_dir} ({result['method']}, {result['model']}) -> {path}")
         print(format_report(result))
+    failed = (result.get("judge") or {}).get("error")
+    if failed:
+        print(
+            f"error: the judge failed: {failed}\nThe answers and the other results are in {path}; run the same "
+            f"command again to add the judge.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -70,7 +90,11 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
     path = args.run_dir / (f"eval-{args.prompts.stem}.json" if args.prompts else EVAL_FILE)
     if path.exists() and not args.force:  # before minutes of loading and answering, not after
         raise RecipeError(f"{path} exists: pass --force to replace it (make eval run={args.run_dir} ARGS=--force).")
+    cfg = check_run(args.run_dir, checksums=False)
+    judge = judge_from_overrides(cfg, args.judge_overrides)  # a bad judge fails before any model loads
     cfg, tokenizer, models = load_run(args.run_dir)
+    with open_dict(cfg):
+        cfg.judge = judge
     settings = GenerationSettings.from_config(
         cfg.get("eval_generation"),
         max_prompts=args.max_prompts,
@@ -96,6 +120,43 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, Path]:
     write_eval(args.run_dir, result, force=args.force)
     log_to_wandb(result, cfg, args.run_dir)
     return result, path
+
+
+def judge_from_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The judge section: the run's (judge=auto for a run without one), or conf/judge/<name>.yaml for `judge=<name>`,
+    then each `judge.<key>=<value>`; an unknown key or a judge that fails its checks is a RecipeError, before any
+    model loads."""
+    from prefopt.config import compose_config
+    from prefopt.evaluation.judges import judge_config, problems
+
+    bad = [o for o in overrides if not o.startswith(("judge=", "judge."))]
+    if bad:
+        raise RecipeError(
+            f"{' '.join(bad)}: after the run directory only judge overrides are taken (judge=<name>, judge.<key>=<value>)."
+        )
+    saved = judge_config(cfg)
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("judge=")]
+    name = chosen[-1] if chosen else saved.name
+    try:
+        judge = compose_config(f"judge={name}").judge
+    except Exception as exc:  # Hydra's: no conf/judge/<name>.yaml
+        raise RecipeError(f"judge={name}: no such judge; use one of auto, none, verifier, reward_model, llm.") from exc
+    if name == saved.name:  # the run's own settings, where the config still has the key
+        for key, value in saved.items():
+            if key in judge:
+                judge[key] = value
+    for override in overrides:
+        if override.startswith("judge."):
+            key, _, value = override.removeprefix("judge.").partition("=")
+            if key not in judge:
+                raise RecipeError(f"judge.{key}: judge={name} has no such key; its keys are {', '.join(judge)}.")
+            judge[key] = OmegaConf.from_dotlist([f"value={value}"]).value
+    with open_dict(cfg):
+        cfg.judge = judge
+    found = problems(cfg)
+    if found:
+        raise RecipeError("invalid judge:\n  - " + "\n  - ".join(found))
+    return judge
 
 
 if __name__ == "__main__":

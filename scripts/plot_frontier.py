@@ -1,4 +1,4 @@
-"""Plot verifier pass rate against KL to the reference for a sweep: `python scripts/plot_frontier.py <sweep dir>`.
+"""Plot verifier pass rate (or a judge's length-controlled win rate) against KL to the reference for a sweep: `python scripts/plot_frontier.py <sweep dir>`.
 
 `make frontier sweep=<sweep dir>`. Reads every run (each subfolder with metrics.json and eval.json) and groups
 the runs by method and beta: runs that differ only in their seed (`make sweep-beta seeds=1,2,3`) make one point,

@@ -100,19 +100,27 @@ class RewardModel:
     """A reward model (one logit per text) scoring prompt + answer through its chat template.
 
     `source` is a Hub id or folder of an AutoModelForSequenceClassification, or the run directory of
-    `make train-rm` (config.yaml + model/, a LoRA adapter or a full model; its model/ folder works too).
+    `make train-rm` (config.yaml + model/, a LoRA adapter or a full model; its model/ folder works too). `key` is the
+    config key that named it, for the messages (reward.model, judge.model).
     """
 
-    def __init__(self, source: str, batch_size: int = 16, max_length: int = 1024, device: str | None = None):
+    def __init__(
+        self,
+        source: str,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        device: str | None = None,
+        key: str = "reward.model",
+    ):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         run_dir = reward_run_dir(source)
         if run_dir is not None:
-            self.model, self.tokenizer = load_reward_run(run_dir, source)
+            self.model, self.tokenizer = load_reward_run(run_dir, source, key)
         else:
-            self.model, self.tokenizer = _load_reward_folder(source)
+            self.model, self.tokenizer = _load_reward_folder(source, key)
         if self.model.config.num_labels != 1:
             raise RecipeError(
-                f"reward.model={source} has {self.model.config.num_labels} labels; a reward model has one score (num_labels=1)."
+                f"{key}={source} has {self.model.config.num_labels} labels; a reward model has one score (num_labels=1)."
             )
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -121,23 +129,28 @@ class RewardModel:
         self.model.eval()
         self.batch_size, self.max_length = batch_size, max_length
 
-    @torch.no_grad()
     def __call__(self, row: dict, answers: list[str]) -> list[float]:
-        texts = [
-            self.tokenizer.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": a}], tokenize=False)
-            for a in answers
-        ]
-        scores = []
-        for start in range(0, len(texts), self.batch_size):
+        return self.score_conversations([list(row["prompt"]) + [{"role": "assistant", "content": a}] for a in answers])
+
+    @torch.no_grad()
+    def score_conversations(self, conversations: list[list[dict]]) -> list[float]:
+        """One score per conversation (its last turn the answer), rendered with the reward model's chat template and
+        scored `batch_size` at a time, similar lengths together so that little of a batch is padding."""
+        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        scores = [0.0] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
             batch = self.tokenizer(
-                texts[start : start + self.batch_size],
+                [texts[i] for i in chunk],
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
                 add_special_tokens=False,
                 return_tensors="pt",
             ).to(self.device)
-            scores += self.model(**batch).logits[:, 0].float().tolist()
+            for i, score in zip(chunk, self.model(**batch).logits[:, 0].float().tolist()):
+                scores[i] = score
         return scores
 
 
@@ -153,7 +166,7 @@ def reward_run_dir(source: str) -> Path | None:
     return None
 
 
-def load_reward_run(run_dir: Path, source: str | None = None):
+def load_reward_run(run_dir: Path, source: str | None = None, key: str = "reward.model"):
     """(model, tokenizer) of a finished `make train-rm` run, in fp32 (4-bit base weights for a QLoRA run).
 
     The tokenizer is built as the run built it (the char tokenizer of tiny-random has no files to load), and an
@@ -165,7 +178,7 @@ def load_reward_run(run_dir: Path, source: str | None = None):
     from prefopt.recipe import load_recipe
     from prefopt.run_files import CONFIG_FILE, MODEL_DIR, check_model
 
-    name = f"reward.model={source or run_dir}"
+    name = f"{key}={source or run_dir}"
     cfg = OmegaConf.load(run_dir / CONFIG_FILE)
     recipe_module = OmegaConf.select(cfg, "method.recipe")
     if not recipe_module:
@@ -197,7 +210,7 @@ def load_reward_run(run_dir: Path, source: str | None = None):
     return (model if quantization is not None else model.merge_and_unload()), tokenizer
 
 
-def _load_reward_folder(source: str):
+def _load_reward_folder(source: str, key: str = "reward.model"):
     """(model, tokenizer) of a Hub id or folder holding a sequence-classification model."""
     from transformers import AutoModelForSequenceClassification
 
@@ -206,10 +219,10 @@ def _load_reward_folder(source: str):
     path = Path(source).expanduser()
     if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
         raise RecipeError(
-            f"reward.model={source}: the folder holds neither a model (config.json) nor a run of `make train-rm` "
+            f"{key}={source}: the folder holds neither a model (config.json) nor a run of `make train-rm` "
             f"(config.yaml and model/)."
         )
-    model_cfg = OmegaConf.create({"name": "reward.model", "path": source})
+    model_cfg = OmegaConf.create({"name": key, "path": source})
     check_available(model_cfg)
     tokenizer = load_tokenizer(model_cfg)  # ChatML when the reward model ships no template
     return AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32), tokenizer

@@ -30,7 +30,8 @@ class GenerationSettings:
     max_prompts: int = 32
     max_new_tokens: int = 24
     batch_size: int = 32
-    num_samples: int = 0  # > 0: also n sampled answers per prompt at `temperature`
+    decoding: str = "greedy"  # the held-out answers: greedy, or sampled (one per prompt at `temperature`)
+    num_samples: int = 0  # > 0: also n sampled answers per prompt at `temperature` (the verifier's pass rates)
     temperature: float = 1.0
     seed: int = 0
 
@@ -45,6 +46,12 @@ class GenerationSettings:
             raise RecipeError("eval_generation: max_prompts, max_new_tokens and batch_size must be >= 1.")
         if settings.num_samples < 0 or (settings.num_samples and settings.temperature <= 0):
             raise RecipeError("eval_generation: num_samples must be >= 0, and temperature > 0 when sampling.")
+        if settings.decoding not in ("greedy", "sampled") or (
+            settings.decoding == "sampled" and settings.temperature <= 0
+        ):
+            raise RecipeError(
+                f"eval_generation.decoding={settings.decoding!r}: use greedy, or sampled with eval_generation.temperature > 0."
+            )
         return settings
 
 

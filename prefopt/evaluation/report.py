@@ -64,6 +64,65 @@ def report_rows(result: dict, short: bool = False) -> list[tuple[str, str, str]]
             rates = sampled["pass_rate"]
             rows.append((f"pass rate ({label})", format_cell(rates["reference"]), format_cell(rates["policy"])))
             rows.append((f"KL ({label})", format_cell(0.0), format_cell(sampled["kl_policy_reference"])))
+    answers = result.get("answers")
+    if answers and not gen:  # the built-in task's rows above already say this
+        rows += _answer_rows(answers)
+    if result.get("judge"):
+        rows += _judge_rows(result["judge"])
+    return rows
+
+
+def _answer_rows(answers: dict) -> list[tuple[str, str, str]]:
+    if not answers.get("num_prompts"):
+        return [("held-out answers", "-", answers.get("note") or "none")]
+    lengths = answers["mean_length_chars"]
+    return [
+        ("KL(policy || reference)", format_cell(0.0), format_cell(answers["kl_policy_reference"])),
+        (
+            f"mean answer length ({answers['num_prompts']} prompts, {answers['decoding']}, chars)",
+            format_cell(lengths["reference"], ".1f"),
+            format_cell(lengths["policy"], ".1f"),
+        ),
+    ]
+
+
+JUDGE_LABELS = {"verifier": "verifier", "reward_model": "reward model", "llm": "LLM judge"}
+
+
+def _interval(judge: dict, key: str) -> str:
+    low, high = judge.get(f"{key}_ci_low"), judge.get(f"{key}_ci_high")
+    return f"{format_cell(judge.get(key))} [{format_cell(low)}, {format_cell(high)}]"
+
+
+def _judge_rows(judge: dict) -> list[tuple[str, str, str]]:
+    """The judge's rows: its mean score before and after (a reward model), its win rate and length-controlled win
+    rate with their intervals, its agreement with the verifier, and an LLM judge's unparsed replies."""
+    label = JUDGE_LABELS.get(judge["name"], judge["name"])
+    if judge.get("error"):
+        return [(f"judge: {label}", "-", "failed: see the message above")]
+    rows = []
+    if judge["name"] == "reward_model" and judge.get("mean_score_policy") is not None:
+        rows.append(
+            (
+                "mean reward (+- stderr)",
+                f"{format_cell(judge['mean_score_reference'])} +- {format_cell(judge['mean_score_reference_stderr'])}",
+                f"{format_cell(judge['mean_score_policy'])} +- {format_cell(judge['mean_score_policy_stderr'])}",
+            )
+        )
+    percent = round(100 * judge.get("confidence", 0.95))
+    counts = f"({judge['wins']}W {judge['losses']}L {judge['ties']}T)"
+    rows.append((f"{label} win rate [{percent}% CI]", "-", f"{_interval(judge, 'win_rate')} {counts}"))
+    rows.append((f"{label} length-controlled win rate", "-", _interval(judge, "lc_win_rate")))
+    if judge.get("verifier_agreement_pairs"):
+        rows.append(
+            (
+                f"{label} agrees with verifier ({judge['verifier_agreement_pairs']} pairs)",
+                "-",
+                format_cell(judge["verifier_agreement"]),
+            )
+        )
+    if judge.get("judgments"):
+        rows.append(("unparsed judge replies (ties)", "-", f"{judge['unparsed']} of {judge['judgments']}"))
     return rows
 
 
@@ -72,7 +131,7 @@ def format_report(result: dict, short: bool = False) -> str:
 
 
 def flat_metrics(result: dict) -> dict[str, float]:
-    """Scalars for W&B: eval/pairs/<name> and eval/generation/<name>[/<model>]."""
+    """Scalars for W&B: eval/pairs/<name>, eval/generation/<name>[/<model>], eval/answers/..., eval/judge/<name>."""
     flat = {}
     for name, value in (result.get("pairs") or {}).items():
         if isinstance(value, (int, float)):
@@ -84,6 +143,14 @@ def flat_metrics(result: dict) -> dict[str, float]:
     for name in ("pass_rate", "right_content_rate", "mean_length_chars"):
         for who, value in gen.get(name, {}).items():
             flat[f"eval/generation/{name}/{who}"] = value
+    for name, value in (result.get("judge") or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"eval/judge/{name}"] = value
+    answers = result.get("answers") or {}
+    if "kl_policy_reference" in answers:
+        flat["eval/answers/kl_policy_reference"] = answers["kl_policy_reference"]
+    for who, value in (answers.get("mean_length_chars") or {}).items():
+        flat[f"eval/answers/mean_length_chars/{who}"] = value
     # The harness's own names: eval/harness/<task>/acc,none/policy, eval/harness/<task>/acc_stderr,none/policy.
     for task, entry in (result.get("harness") or {}).items():
         for key, values in entry["metrics"].items():
@@ -93,6 +160,33 @@ def flat_metrics(result: dict) -> dict[str, float]:
                     if value is not None:
                         flat[f"eval/harness/{task}/{name}/{who}"] = value
     return flat
+
+
+# samples.jsonl's fields as W&B table columns, those a row has (prefopt.evaluation.samples).
+SAMPLE_COLUMNS = (
+    "prompt",
+    "kind",
+    "expected",
+    "reference_answer",
+    "policy_answer",
+    "reference_length_chars",
+    "policy_length_chars",
+    "reference_pass",
+    "policy_pass",
+    "judge_preference",
+    "reference_reward",
+    "policy_reward",
+    "llm_verdict_policy_second",
+    "llm_verdict_policy_first",
+    "kl",
+)
+
+
+def _cell(value):
+    """A conversation as `role: text` turns (a table cell holds text), anything else as it is."""
+    if isinstance(value, list):
+        return "\n\n".join(f"{m.get('role')}: {m.get('content')}" for m in value)
+    return value
 
 
 def log_to_wandb(result: dict, cfg: DictConfig, run_dir: Path, job_type: str = "eval") -> None:
@@ -119,11 +213,11 @@ def log_to_wandb(result: dict, cfg: DictConfig, run_dir: Path, job_type: str = "
     flat = flat_metrics(result)
     wandb.run.summary.update(flat)
     payload = dict(flat)
-    samples = (result.get("generation") or {}).get("samples")
+    samples = result.get("samples")
     if samples:
-        columns = ["kind", "prompt", "expected", "reference_answer", "policy_answer", "reference_pass", "policy_pass"]
-        table = wandb.Table(columns=columns, data=[[sample[c] for c in columns] for sample in samples])
-        payload["eval/generation/samples"] = table
+        columns = [c for c in SAMPLE_COLUMNS if c in samples[0]]
+        rows = [[_cell(sample.get(c)) for c in columns] for sample in samples]
+        payload["eval/samples"] = wandb.Table(columns=columns, data=rows)
     harness = result.get("harness")
     if harness:
         columns = ["task", "metric", "reference", "policy", "reference_stderr", "policy_stderr"]

@@ -14,11 +14,22 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from prefopt.errors import RecipeError
+from prefopt.evaluation.answers import answer_prompts, answers_section, heldout_prompts
 from prefopt.evaluation.generation import GenerationSettings
+from prefopt.evaluation.judges import (
+    failed_section,
+    judge_section,
+    load_judge,
+    resolve,
+    uses_verifier,
+    verifier_judgement,
+)
+from prefopt.evaluation.llm_judge import JudgeUnavailable
 from prefopt.evaluation.logprobs import pair_metrics
 from prefopt.evaluation.models import PolicyAndReference, _device
 from prefopt.evaluation.report import format_report, log_to_wandb
-from prefopt.evaluation.scoring import generation_metrics, heldout_tasks
+from prefopt.evaluation.samples import SAMPLES_FILE, sample_rows, write_samples
+from prefopt.evaluation.scoring import verifier_metrics
 from prefopt.recipe import Recipe
 from prefopt.run_files import EVAL_FILE, METRICS_FILE, write_json
 
@@ -29,12 +40,29 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(
-    cfg: DictConfig, models: PolicyAndReference, tokenizer, settings: GenerationSettings, pairs: dict | None = None
+    cfg: DictConfig,
+    models: PolicyAndReference,
+    tokenizer,
+    settings: GenerationSettings,
+    pairs: dict | None = None,
+    judge=None,
 ) -> dict:
-    """Pair metrics on the run's held-out pairs (unless given; none for a method without beta, SFT), and generation
-    metrics on the built-in task."""
+    """Pair metrics on the run's held-out pairs (unless given; none for a method without beta, SFT); the answers of
+    policy and reference to the held-out prompts of any dataset, scored by the built-in task's verifier there, and
+    judged by the config's judge (prefopt.evaluation.judges).
+
+    A reward-model or LLM judge is loaded and checked first (unless given), so a missing or wrong one fails before
+    any answer is generated. A judge that fails while judging leaves a `judge` section with its `error`; the rest is
+    kept. The answers go to result["samples"] (samples.jsonl, written by write_eval)."""
     from prefopt.data import load_splits
 
+    timing = {}
+    if judge is None:
+        started = time.time()
+        judge = load_judge(cfg)
+        if judge is not None:
+            timing["judge_load"] = round(time.time() - started, 2)
+    judge_name = judge.name if judge is not None else resolve(cfg)
     result = {
         "method": cfg.method.name,
         "model": cfg.model.name,
@@ -42,8 +70,10 @@ def evaluate(
         "beta": cfg.method.get("beta"),
         "settings": asdict(settings),
         "pairs": pairs,
+        "answers": None,
         "generation": None,
-        "timing_s": {},
+        "judge": None,
+        "timing_s": timing,
     }
     if pairs is None and cfg.method.get("beta") is None:
         # Implicit rewards are beta * log(policy / reference), a preference method's; SFT's held-out NLL is eval_loss.
@@ -55,34 +85,73 @@ def evaluate(
     elif pairs is None:
         started = time.time()
         try:
-            _, heldout = load_splits(cfg.dataset, "paired")
-        except RecipeError as exc:  # e.g. an unpaired dataset (kto-mix): no pairs to score
+            _, heldout_pairs = load_splits(cfg.dataset, "paired")
+            beta, max_length = cfg.method.beta, cfg.train.get("max_length")
+            metrics = pair_metrics(models, tokenizer, heldout_pairs, beta, settings.batch_size, max_length)
+        except RecipeError as exc:  # an unpaired dataset (kto-mix), no pair short enough: no pairs to score
             log.warning("no pair metrics: %s", exc)
             result["pairs_skipped"] = str(exc)
         else:
-            beta = cfg.method.beta
-            result["pairs"] = {
-                **pair_metrics(models, tokenizer, heldout, beta, settings.batch_size, cfg.train.get("max_length")),
-                "source": "prefopt.evaluation",
-            }
+            result["pairs"] = {**metrics, "source": "prefopt.evaluation"}
             result["timing_s"]["pairs"] = round(time.time() - started, 2)
-    if cfg.dataset.format == "builtin":
-        started = time.time()
-        tasks = heldout_tasks(cfg.dataset, settings.max_prompts)
-        result["generation"] = generation_metrics(models, tokenizer, tasks, settings)
-        result["timing_s"]["generation"] = round(time.time() - started, 2)
+
+    started = time.time()
+    heldout = heldout_prompts(cfg, tokenizer, settings.max_prompts)
+    if heldout.note:
+        log.warning("no answers to judge: %s", heldout.note)
+        result["answers"] = answers_section(heldout, None, settings)
+        return result
+    answers = answer_prompts(models, tokenizer, heldout.ids, settings)
+    result["answers"] = {**answers_section(heldout, answers, settings), "samples_file": SAMPLES_FILE}
+    passes = None
+    if uses_verifier(cfg):
+        result["generation"] = verifier_metrics(models, tokenizer, heldout.tasks, heldout.ids, answers, settings)
+        passes = tuple([s[f"{who}_pass"] for s in result["generation"]["samples"]] for who in ("reference", "policy"))
+    result["timing_s"]["answers"] = round(time.time() - started, 2)
+
+    started = time.time()
+    judgement = None
+    if judge_name == "verifier":
+        judgement = verifier_judgement(*passes)
+        result["judge"] = judge_section(
+            "verifier", None, judgement, answers.reference, answers.policy, seed=settings.seed
+        )
+    elif judge is not None:
+        try:
+            judgement = judge.judge(heldout.prompts, answers.reference, answers.policy)
+        except JudgeUnavailable as exc:
+            log.error("the judge failed: %s", exc)
+            result["judge"] = failed_section(judge_name, judge.source, str(exc))
+        else:
+            result["judge"] = judge_section(
+                judge_name,
+                judge.source,
+                judgement,
+                answers.reference,
+                answers.policy,
+                verifier_passes=passes,
+                seed=settings.seed,
+            )
+    if result["judge"] is not None:
+        result["timing_s"]["judge"] = round(time.time() - started, 2)
+    result["samples"] = sample_rows(heldout, answers, judge_name if judgement else None, judgement, passes)
     return result
 
 
 def write_eval(run_dir: Path, result: dict, force: bool = False) -> Path:
-    """eval.json with `result`; a `harness` section written earlier (make eval-harness) is kept."""
+    """eval.json with `result` (its `samples` into samples.jsonl beside it); a `harness` section written earlier
+    (make eval-harness) is kept."""
     refuse_existing_eval(run_dir, force)
     path = Path(run_dir) / EVAL_FILE
+    samples = result.get("samples")
+    result = {k: v for k, v in result.items() if k != "samples"}
     if path.is_file() and "harness" not in result:
         with contextlib.suppress(ValueError, OSError):
             earlier = json.loads(path.read_text())
             if isinstance(earlier, dict) and "harness" in earlier:
                 result = {**result, "harness": earlier["harness"]}
+    if samples is not None:
+        write_samples(Path(run_dir) / SAMPLES_FILE, samples)
     write_json(path, result)
     return path
 
@@ -187,13 +256,16 @@ def pairs_from_trainer_metrics(cfg: DictConfig, recipe: Recipe, metrics: dict) -
 
 
 def evaluate_after_training(run) -> dict | None:
-    """The launcher's last step (a prefopt.run.PreparedRun that trained): evaluate on the held-out split, write
-    eval.json, print before/after, log to W&B.
+    """The launcher's last step (a prefopt.run.PreparedRun that trained): answer the held-out prompts, judge them,
+    write eval.json and samples.jsonl, print before/after, log to W&B.
 
     The trainer's reference model (None where TRL needed no second model) becomes what the policy is measured
-    against through prefopt.adapters.reference_for_evaluation."""
+    against through prefopt.adapters.reference_for_evaluation. A judge that cannot be loaded or fails while judging
+    does not fail the run: training's results and eval.json (without the judge's numbers) are kept, and the message
+    says how to add the judge later with `make eval`."""
     from prefopt.adapters import quantization_config, reference_for_evaluation
     from prefopt.distributed import is_main_process
+    from prefopt.evaluation.judges import UnavailableJudge, judge_config
 
     cfg, recipe, trainer, run_dir = run.cfg, run.recipe, run.trainer, Path(run.run_dir)
     if not is_main_process():
@@ -203,20 +275,38 @@ def evaluate_after_training(run) -> dict | None:
         log.info("no generation evaluation: method=%s trains a reward model (accuracy: metrics.json)", cfg.method.name)
         return None
     section = cfg.get("eval_generation")
-    if not section or not section.get("enabled", False) or cfg.dataset.format != "builtin":
+    if not section or not section.get("enabled", False):
         return None
     if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
         # Sharded weights: one rank alone cannot run the model. The saved run evaluates in one process.
         log.warning("no evaluation after sharded training: run `make eval run=%s` on one device", run_dir)
         return None
     settings = GenerationSettings.from_config(section, seed=cfg.train.seed)
+    started = time.time()
+    try:
+        judge = load_judge(cfg)
+    except RecipeError as exc:
+        judge = UnavailableJudge(resolve(cfg), judge_config(cfg).get("model"), str(exc))
+    judge_load_s = time.time() - started
     policy = trainer.accelerator.unwrap_model(trainer.model)
     quantization = quantization_config(cfg.peft, run.setup.precision)
     ref_model = reference_for_evaluation(cfg, run.setup, run.models.reference, _device(policy), quantization)
     pairs = pairs_from_trainer_metrics(cfg, recipe, json.loads((run_dir / METRICS_FILE).read_text()))
-    result = evaluate(cfg, PolicyAndReference(policy, ref_model), run.tokenizer, settings, pairs=pairs)
+    result = evaluate(cfg, PolicyAndReference(policy, ref_model), run.tokenizer, settings, pairs=pairs, judge=judge)
     result["written_by"] = "scripts/train.py"
+    if judge is not None:
+        result["timing_s"]["judge_load"] = round(judge_load_s, 2)
     write_eval(run_dir, result, force=True)
     log.info("held-out evaluation (%s):\n%s", EVAL_FILE, format_report(result, short=True))
+    if (result.get("judge") or {}).get("error"):
+        log.error(
+            "the judge (judge=%s) failed: %s\nTraining's results and %s are kept. Add the judge later, with the "
+            'judge settings of the run\'s config.yaml or new ones: make eval run=%s ARGS="--force" '
+            '(e.g. ARGS="--force judge.base_url=...")',
+            result["judge"]["name"],
+            result["judge"]["error"],
+            EVAL_FILE,
+            run_dir,
+        )
     log_to_wandb(result, cfg, run_dir)
     return result

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from prefopt.data import builtin
+from prefopt.evaluation.answers import HeldoutAnswers, answer_prompts
 from prefopt.evaluation.encoding import encode_prompt
 from prefopt.evaluation.generation import GenerationSettings, decode, generate
 from prefopt.evaluation.logprobs import kl_per_answer
@@ -105,24 +106,32 @@ def _standard_error(values) -> float:
 def generation_metrics(
     models: PolicyAndReference, tokenizer, tasks: list[builtin.Task], settings: GenerationSettings
 ) -> dict:
-    """Greedy answers of policy and reference on `tasks`, scored by the verifier; KL on the policy's answers."""
+    """Answers of policy and reference on `tasks` (greedy, or sampled: `settings.decoding`), scored by the verifier;
+    KL on the policy's answers."""
     prompts = [encode_prompt(tokenizer, [{"role": "user", "content": t.prompt}]) for t in tasks]
-    gen = dict(max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
-    policy_answers = generate(models.policy, tokenizer, prompts, **gen)
-    with models.reference_model() as reference_model:
-        reference_answers = generate(reference_model, tokenizer, prompts, **gen)
-    policy_text = [decode(tokenizer, ids) for ids in policy_answers.ids]
-    reference_text = [decode(tokenizer, ids) for ids in reference_answers.ids]
-    scores, policy_pass, reference_pass = score_answers(tasks, policy_text, reference_text)
-    kls = kl_per_answer(models, prompts, policy_answers, settings.batch_size, tokenizer.pad_token_id)
-    result = {
-        "decoding": "greedy",
+    answers = answer_prompts(models, tokenizer, prompts, settings)
+    return verifier_metrics(models, tokenizer, tasks, prompts, answers, settings)
+
+
+def verifier_metrics(
+    models: PolicyAndReference,
+    tokenizer,
+    tasks: list[builtin.Task],
+    prompts: list[list[int]],
+    answers: HeldoutAnswers,
+    settings: GenerationSettings,
+) -> dict:
+    """eval.json's `generation`: the verifier's scores of the answers to `tasks` (`prompts` their token ids), and
+    with settings.num_samples the scores of that many sampled answers per prompt."""
+    scores, policy_pass, reference_pass = score_answers(tasks, answers.policy, answers.reference)
+    return {
+        "decoding": settings.decoding,
         "max_new_tokens": settings.max_new_tokens,
         **scores,
         "win_rate_ties": "half",
-        "kl_policy_reference": _mean(kls),
-        "kl_policy_reference_se": _standard_error(kls),
-        "kl_estimate": "mean over the policy's greedy answers of sum over answer tokens of log pi - log pi_ref",
+        "kl_policy_reference": _mean(answers.kl),
+        "kl_policy_reference_se": _standard_error(answers.kl),
+        "kl_estimate": f"mean over the policy's {settings.decoding} answers of sum over answer tokens of log pi - log pi_ref",
         "samples": [
             {
                 "kind": t.kind,
@@ -136,11 +145,12 @@ def generation_metrics(
                 "policy_right_content": builtin.has_right_content(t, p),
                 "kl": kl,
             }
-            for t, r, p, rp, pp, kl in zip(tasks, reference_text, policy_text, reference_pass, policy_pass, kls)
+            for t, r, p, rp, pp, kl in zip(
+                tasks, answers.reference, answers.policy, reference_pass, policy_pass, answers.kl
+            )
         ],
         "sampled": sampled_metrics(models, tokenizer, tasks, prompts, settings) if settings.num_samples else None,
     }
-    return result
 
 
 def sampled_metrics(models: PolicyAndReference, tokenizer, tasks, prompts, settings: GenerationSettings) -> dict:

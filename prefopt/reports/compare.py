@@ -26,10 +26,12 @@ SUMMARY = [  # (key, header): one row per method
     ("content_after", "right content after"),
     ("reward_accuracy", "reward accuracy"),
     ("kl", "KL to reference"),
+    ("judge_win_rate", "judge win rate"),
+    ("judge_lc_win_rate", "judge LC win rate"),
     ("wall_time_s", "wall time (s)"),
 ]
 NUMBERS = [key for key, _ in SUMMARY[2:]]
-RATES = {"pass_before", "pass_after", "content_before", "content_after", "reward_accuracy"}
+RATES = {"pass_before", "pass_after", "content_before", "content_after", "reward_accuracy", *runs.JUDGE_RATES}
 
 
 def read_run(label: str, seed: int, run_dir: Path, stages: list[Path]) -> dict:
@@ -46,7 +48,7 @@ def read_run(label: str, seed: int, run_dir: Path, stages: list[Path]) -> dict:
     elif failed:
         status, error = failed[0].get("status", "failed"), failed[0].get("error")
     elif last_eval is None:
-        status, error = "no eval.json", "eval_generation is off or the dataset is not the built-in one"
+        status, error = "no eval.json", "eval_generation is off: make eval run=<the run> adds it"
     before, after = runs.generation_estimates(first_eval, "reference"), runs.generation_estimates(last_eval)
     estimates = {
         "pass_before": before["pass_rate"],
@@ -55,6 +57,7 @@ def read_run(label: str, seed: int, run_dir: Path, stages: list[Path]) -> dict:
         "content_after": after["right_content"],
         "reward_accuracy": runs.reward_accuracy(last_eval),
         "kl": after["kl"],
+        **runs.judge_estimates(last_eval),
         "wall_time_s": stats.Estimate(sum(m.get("wall_time_s") or 0.0 for m in metrics) if not missing else None),
     }
     record = {"method": label, "seed": seed, "run_dir": str(run_dir), "status": status, "error": error}
@@ -107,9 +110,15 @@ def cell(row: dict, key: str) -> str:
     return estimate_cell(estimate(row, key), ".0f" if key == "wall_time_s" else ".3f")
 
 
+def shown_columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """SUMMARY's columns, the judge's only where some method has a judge (judge=reward_model or judge=llm)."""
+    return [(k, h) for k, h in SUMMARY if k not in runs.JUDGE_RATES or any(row.get(k) is not None for row in rows)]
+
+
 def format_table(rows: list[dict]) -> str:
     """The per-method table, markdown padded to line up in a terminal."""
-    return markdown_table([[h for _, h in SUMMARY]] + [[cell(row, k) for k, _ in SUMMARY] for row in rows])
+    columns = shown_columns(rows)
+    return markdown_table([[h for _, h in columns]] + [[cell(row, k) for k, _ in columns] for row in rows])
 
 
 def before_after(row: dict, name: str, kind: str) -> str:
@@ -145,8 +154,10 @@ def write_markdown(rows: list[dict], records: list[dict], shared: list[str], pat
         "Pass rate: greedy answers to held-out prompts that the built-in task's verifier accepts (before = the "
         "base model, after = the trained policy). Right content: answers holding the right answer in any format. "
         "Reward accuracy: held-out pairs whose implicit reward ranks chosen over rejected. KL: mean over the "
-        "policy's greedy answers of log pi - log pi_ref summed over answer tokens, to the run's reference. Wall "
-        "time: training and the trainer's evaluations, all stages.",
+        "policy's greedy answers of log pi - log pi_ref summed over answer tokens, to the run's reference. Judge win "
+        "rate (with a judge): how often the reward model or LLM judge prefers the policy's answer to the "
+        "reference's (ties half), raw and length-controlled, with 95% bootstrap intervals over the prompts "
+        "(docs/evaluation.md). Wall time: training and the trainer's evaluations, all stages.",
         "",
         format_table(rows),
         "",

@@ -1,5 +1,6 @@
 """Reading a finished run's numbers: the JSON files it left (which may be missing or broken), its config, and its
-evaluation's rates and KL as estimates with their noise (prefopt/evaluation writes the counts and standard errors)."""
+evaluation's rates, KL and judge's win rates as estimates with their noise (prefopt/evaluation writes the counts,
+standard errors and bootstrap intervals)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from prefopt.reports.stats import Estimate, mean, rate
+from prefopt.reports.stats import Z95, Estimate, finite_number, mean, rate
 from prefopt.run_files import CONFIG_FILE
 
 
@@ -46,7 +47,7 @@ def method_label(method: Mapping) -> str:
 def generation_estimates(evaluation: dict | None, who: str = "policy") -> dict[str, Estimate]:
     """`who`'s (policy or reference) greedy pass rate and right-content rate over the held-out prompts, with their
     Wilson intervals; for the policy also its win rate over the reference (ties count half: the interval is a
-    little wide) and its KL to the reference with the standard error over its answers."""
+    little wide) and its KL to the reference with the standard error over its answers (on any dataset)."""
     generation = lookup(evaluation, "generation") or {}
     n = generation.get("num_prompts")
     estimates = {
@@ -55,8 +56,14 @@ def generation_estimates(evaluation: dict | None, who: str = "policy") -> dict[s
     }
     if who == "policy":
         estimates["win_rate"] = rate(generation.get("win_rate"), n, "prompts")
+        # Data without a verifier has no generation section; its answers section holds the same KL.
+        source = generation if generation.get("kl_policy_reference") is not None else lookup(evaluation, "answers")
+        source = source or {}
         estimates["kl"] = mean(
-            generation.get("kl_policy_reference"), generation.get("kl_policy_reference_se"), n, "answers"
+            source.get("kl_policy_reference"),
+            source.get("kl_policy_reference_se"),
+            source.get("num_prompts"),
+            "answers",
         )
     return estimates
 
@@ -65,3 +72,26 @@ def reward_accuracy(evaluation: dict | None, value=None) -> Estimate:
     """Held-out reward accuracy (eval.json's, or `value` read elsewhere, e.g. metrics.json) over eval.json's pairs."""
     pairs = lookup(evaluation, "pairs") or {}
     return rate(pairs.get("reward_accuracy") if value is None else value, pairs.get("num_pairs"), "pairs")
+
+
+# eval.json's judge section: the win rates a reward model or LLM judge gives the policy over its reference.
+JUDGE_RATES = {"judge_win_rate": "win_rate", "judge_lc_win_rate": "lc_win_rate"}
+
+
+def judge_estimates(evaluation: dict | None) -> dict[str, Estimate]:
+    """The judge's win rate and length-controlled win rate of the policy over its reference, each with the 95%
+    bootstrap interval over prompts that eval.json holds (its standard error read off the interval's width). Only a
+    reward-model or LLM judge's: the verifier's win rate is generation_estimates' win_rate, and a judge that failed
+    has none."""
+    judge = lookup(evaluation, "judge") or {}
+    if judge.get("name") in (None, "verifier") or judge.get("error"):
+        return {key: Estimate(None, rate=True) for key in JUDGE_RATES}
+    estimates = {}
+    for key, name in JUDGE_RATES.items():
+        value, low, high = (finite_number(judge.get(k)) for k in (name, f"{name}_ci_low", f"{name}_ci_high"))
+        if value is None or low is None or high is None:
+            estimates[key] = Estimate(value, rate=True)
+        else:
+            n = judge.get("num_prompts")
+            estimates[key] = Estimate(value, (high - low) / (2 * Z95), low, high, n, "prompts", rate=True)
+    return estimates

@@ -24,8 +24,9 @@ from prefopt.run_files import EVAL_FILE, METRICS_FILE
 
 # The trainer's numbers (metrics.json): TRL logs their means only, so their noise comes from seeds.
 TRAINER_METRICS = ["train_loss", "eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"]
-# Behaviour (eval.json), shown when some job has it; reward accuracy is not behaviour (docs/evaluation.md).
-EVAL_METRICS = ["pass_rate", "right_content", "kl", "win_rate"]
+# Behaviour (eval.json), shown when some job has it; reward accuracy is not behaviour (docs/evaluation.md). The
+# judge's win rates are a reward model's or LLM's (judge=reward_model, judge=llm), raw and length-controlled.
+EVAL_METRICS = ["pass_rate", "right_content", "kl", "win_rate", "judge_win_rate", "judge_lc_win_rate"]
 LABELS = {
     "train_loss": "train loss",
     "eval_loss": "eval loss",
@@ -35,9 +36,12 @@ LABELS = {
     "right_content": "right content",
     "kl": "KL",
     "win_rate": "win rate",
+    "judge_win_rate": "judge win rate",
+    "judge_lc_win_rate": "judge LC win rate",
 }
 # The order of the reading line: behaviour first.
-READING_ORDER = ["pass_rate", "right_content", "win_rate", "kl", "eval_rewards/accuracies", "eval_rewards/margins"]
+READING_ORDER = ["pass_rate", "right_content", "win_rate", "judge_lc_win_rate", "judge_win_rate", "kl"]
+READING_ORDER += ["eval_rewards/accuracies", "eval_rewards/margins"]
 READING_ORDER += ["eval_loss", "train_loss"]
 OUTPUT_FILES = ("summary.csv", "summary_by_setting.csv", "summary.md", "summary.png")
 
@@ -80,7 +84,8 @@ def read_job(job_dir: Path) -> dict:
         "seed": _seed(overrides, config),
         "method": config.get("method") or {},
         "status": status,
-        "prompts": runs.lookup(evaluation, "generation", "num_prompts"),
+        "prompts": runs.lookup(evaluation, "generation", "num_prompts")
+        or runs.lookup(evaluation, "answers", "num_prompts"),
         "pairs": runs.lookup(evaluation, "pairs", "num_pairs"),
         "wall_time_s": stats.finite_number(metrics.get("wall_time_s")) if status == "completed" else None,
         "error": error,
@@ -89,7 +94,7 @@ def read_job(job_dir: Path) -> dict:
     if status == "completed":
         estimates = {key: stats.Estimate(stats.finite_number(metrics.get(key))) for key in TRAINER_METRICS}
         estimates["eval_rewards/accuracies"] = runs.reward_accuracy(evaluation, metrics.get("eval_rewards/accuracies"))
-        nested = runs.generation_estimates(evaluation)
+        nested = {**runs.generation_estimates(evaluation), **runs.judge_estimates(evaluation)}
         for key in EVAL_METRICS:
             # Flat `pass_rate` / `kl` in eval.json or metrics.json: a value written by hand or another tool.
             flat = next(

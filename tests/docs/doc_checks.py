@@ -40,7 +40,7 @@ CONFIG_OF_SCRIPT = {
 HYDRA_FLAGS = {"-m", "--multirun"}
 # Validation problems that only say a placeholder path (/models/my-sft-adapter) is not on this machine.
 PLACEHOLDER_PATH = re.compile(r"does not exist|no adapter_config\.json there")
-GROUPS = ("method", "model", "dataset", "peft", "ref", "hardware", "logger")
+GROUPS = ("method", "model", "dataset", "peft", "ref", "hardware", "logger", "judge")
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", flags=re.S | re.M)
 INLINE = re.compile(r"`([^`\n]+)`")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")

@@ -22,7 +22,7 @@ def test_json_output_equals_eval_json_and_wandb_gets_an_eval_run(tmp_path, capsy
     assert generation["wins"] + generation["losses"] + generation["ties"] == 6
     assert generation["kl_policy_reference"] != 0.0  # the adapter moved the policy away from the reference
 
-    needles = (b"eval/generation/samples", b"eval/pairs/reward_accuracy", b"dpo-tiny-random-beta0.1")
+    needles = (b"eval/samples", b"eval/judge/lc_win_rate", b"eval/pairs/reward_accuracy", b"dpo-tiny-random-beta0.1")
     data = offline_wandb_data(run, needles)
     for needle in needles:
         assert needle in data, needle
@@ -80,3 +80,62 @@ def test_prompts_of_your_own_go_to_their_own_file_and_eval_json_is_untouched(tmp
     prompts.write_text(json.dumps({"kind": "sum", "prompt": "What is 1 + 1?"}) + "\n")
     assert evaluate.main([str(run), "--prompts", str(prompts), "--force"]) == 2
     assert "line 1: a sum prompt needs 'answer'" in capsys.readouterr().err
+
+
+def test_a_judge_given_on_the_command_line_judges_and_its_key_is_never_written(tmp_path, capsys, monkeypatch):
+    from prefopt.evaluation import llm_judge
+    from tests.prefopt.evaluation.judge_server import JudgeServer, TinyJudgeModel
+
+    monkeypatch.setattr(llm_judge, "RETRY_WAIT_S", 0.01)
+    key = "sk-eval-test-key-789"
+    monkeypatch.setenv("EVAL_JUDGE_KEY", key)
+    run = tmp_path / "run"
+    fake_lora_run(run, *QUICK)
+    evaluate = load_script("scripts/evaluate.py")
+    judge = ["judge=llm", "judge.model=tiny-judge", "judge.api_key_env=EVAL_JUDGE_KEY", "judge.max_retries=0"]
+    with JudgeServer(TinyJudgeModel(), key=key) as server:
+        assert evaluate.main([str(run), "--json", *judge, f"judge.base_url={server.base_url}"]) == 0
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
+    assert (
+        server.chat_requests == 12 and printed["judge"]["name"] == "llm" and printed["judge"]["model"] == "tiny-judge"
+    )
+    assert printed["judge"]["judgments"] == 12 and printed["judge"]["unparsed"] == 0
+    assert printed["judge"]["verifier_agreement_pairs"] is not None  # the built-in task: checked against the verifier
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 and all(s["llm_verdict_policy_first"] in ("win", "loss") for s in samples)
+    written = "".join(
+        p.read_text(errors="replace") for p in run.rglob("*") if p.is_file() and p.suffix != ".safetensors"
+    )
+    assert key not in written + out + err
+
+    # The endpoint gone: `make eval` stops before answering anything and the eval.json written above is kept.
+    before = (run / "eval.json").read_text()
+    assert evaluate.main([str(run), "--force", *judge, f"judge.base_url={server.base_url}"]) == 2
+    assert "gave no answer in 1 attempt (judge.max_retries=0): cannot connect" in capsys.readouterr().err
+    assert (run / "eval.json").read_text() == before
+
+    # The endpoint failing while it judges: the answers and the verifier's numbers are written, the judge's error
+    # is said, and the exit status is 1.
+    with JudgeServer(TinyJudgeModel(), fail_first=1000) as server:
+        assert evaluate.main([str(run), "--force", *judge, f"judge.base_url={server.base_url}"]) == 1
+    err = capsys.readouterr().err
+    assert "the judge failed" in err and "run the same command again to add the judge" in err
+    written = json.loads((run / "eval.json").read_text())
+    assert "HTTP 503" in written["judge"]["error"] and written["generation"]["num_prompts"] == 6
+
+
+def test_a_bad_judge_on_the_command_line_stops_before_any_model_loads(tmp_path, capsys):
+    run = tmp_path / "run"
+    fake_lora_run(run, *QUICK)
+    evaluate = load_script("scripts/evaluate.py")
+    assert evaluate.main([str(run), "judge.modle=x"]) == 2
+    assert (
+        "judge.modle: judge=auto has no such key; its keys are name, model, batch_size, max_length"
+        in capsys.readouterr().err
+    )
+    assert evaluate.main([str(run), "judge=reward_model", f"judge.model={tmp_path / 'rm'}"]) == 2
+    assert f"judge.model={tmp_path / 'rm'} does not exist: expected a `make train-rm` run" in capsys.readouterr().err
+    assert evaluate.main([str(run), "method.beta=0.2"]) == 2
+    assert "only judge overrides are taken" in capsys.readouterr().err
+    assert not (run / "eval.json").exists() and not (run / "samples.jsonl").exists()

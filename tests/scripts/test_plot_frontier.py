@@ -47,5 +47,5 @@ def test_a_sweep_without_evaluations_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "metrics.json").write_text('{"status": "completed"}')
     assert load_script("scripts/plot_frontier.py").main([str(tmp_path)]) == 2
-    assert "no run folder with metrics.json and a generation evaluation in eval.json" in capsys.readouterr().err
+    assert "no run folder with metrics.json and an eval.json holding the answers' KL" in capsys.readouterr().err
     assert not (tmp_path / "frontier.png").exists()
