@@ -36,6 +36,7 @@ def check_rows(result: dict, rows: tuple[str, ...]) -> None:
     assert ratios["plain_over_recipe_cpu"] == rows_["plain_trl"]["cpu_s_per_step"] / rows_["recipe"]["cpu_s_per_step"]
 
 
+@pytest.mark.slow  # four rows and 1,024 ragged pairs through every sampler: about half a minute; make test-slow
 def test_dpo_json_has_four_rows_their_ratios_and_the_padding_of_ragged_pairs():
     result = json.loads(run_bench("--steps", "2", "--ragged", "--json").stdout)  # stdout holds the JSON alone
     check_rows(result, ("recipe", "plain_trl", "trl_config", "floor"))
