@@ -113,13 +113,13 @@ def answer_prompts(
     )
 
 
-def _mean(values) -> float:
+def mean_or_nan(values) -> float:
     values = [float(v) for v in values]
     return sum(values) / len(values) if values else float("nan")
 
 
-def _standard_error(values) -> float:
-    """Standard error of the mean over answers: sample standard deviation / sqrt(n); NaN under two values."""
+def standard_error(values) -> float:
+    """Standard error of the mean over answers (or prompts): sample standard deviation / sqrt(n); NaN under two values."""
     values = [float(v) for v in values]
     if len(values) < 2:
         return float("nan")
@@ -142,14 +142,17 @@ def answers_section(heldout: HeldoutPrompts, answers: HeldoutAnswers | None, set
     return {
         **section,
         "mean_length_chars": {
-            "reference": _mean(map(len, answers.reference)),
-            "policy": _mean(map(len, answers.policy)),
+            "reference": mean_or_nan(map(len, answers.reference)),
+            "policy": mean_or_nan(map(len, answers.policy)),
         },
-        "mean_length_tokens": {"reference": _mean(answers.reference_tokens), "policy": _mean(answers.policy_tokens)},
+        "mean_length_tokens": {
+            "reference": mean_or_nan(answers.reference_tokens),
+            "policy": mean_or_nan(answers.policy_tokens),
+        },
         "unfinished": {
             "reference": sum(not f for f in answers.reference_finished),
             "policy": sum(not f for f in answers.policy_finished),
         },
-        "kl_policy_reference": _mean(answers.kl),
-        "kl_policy_reference_se": _standard_error(answers.kl),
+        "kl_policy_reference": mean_or_nan(answers.kl),
+        "kl_policy_reference_se": standard_error(answers.kl),
     }

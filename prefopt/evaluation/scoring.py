@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from prefopt.data import builtin
-from prefopt.evaluation.answers import HeldoutAnswers, answer_prompts
+from prefopt.evaluation.answers import HeldoutAnswers, answer_prompts, mean_or_nan, standard_error
 from prefopt.evaluation.encoding import encode_prompt
 from prefopt.evaluation.generation import GenerationSettings, decode, generate
 from prefopt.evaluation.logprobs import kl_per_answer
@@ -66,41 +66,27 @@ def score_answers(
     kinds = sorted({t.kind for t in tasks})
 
     def by_kind(passed):
-        return {k: _mean([ok for t, ok in zip(tasks, passed) if t.kind == k]) for k in kinds}
+        return {k: mean_or_nan([ok for t, ok in zip(tasks, passed) if t.kind == k]) for k in kinds}
 
     return (
         {
             "num_prompts": len(tasks),
-            "pass_rate": {"reference": _mean(reference_pass), "policy": _mean(policy_pass)},
+            "pass_rate": {"reference": mean_or_nan(reference_pass), "policy": mean_or_nan(policy_pass)},
             "pass_rate_by_kind": {"reference": by_kind(reference_pass), "policy": by_kind(policy_pass)},
-            "right_content_rate": {"reference": _mean(reference_content), "policy": _mean(policy_content)},
+            "right_content_rate": {"reference": mean_or_nan(reference_content), "policy": mean_or_nan(policy_content)},
             "right_content_rate_by_kind": {"reference": by_kind(reference_content), "policy": by_kind(policy_content)},
             "win_rate": (wins + 0.5 * ties) / len(tasks),
             "wins": wins,
             "losses": losses,
             "ties": ties,
             "mean_length_chars": {
-                "reference": _mean([len(a) for a in reference_answers]),
-                "policy": _mean([len(a) for a in policy_answers]),
+                "reference": mean_or_nan([len(a) for a in reference_answers]),
+                "policy": mean_or_nan([len(a) for a in policy_answers]),
             },
         },
         policy_pass,
         reference_pass,
     )
-
-
-def _mean(values) -> float:
-    values = [float(v) for v in values]
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _standard_error(values) -> float:
-    """Standard error of the mean: sample standard deviation / sqrt(n); NaN under two values."""
-    values = [float(v) for v in values]
-    if len(values) < 2:
-        return float("nan")
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
 
 
 def generation_metrics(
@@ -129,8 +115,8 @@ def verifier_metrics(
         "max_new_tokens": settings.max_new_tokens,
         **scores,
         "win_rate_ties": "half",
-        "kl_policy_reference": _mean(answers.kl),
-        "kl_policy_reference_se": _standard_error(answers.kl),
+        "kl_policy_reference": mean_or_nan(answers.kl),
+        "kl_policy_reference_se": standard_error(answers.kl),
         "kl_estimate": f"mean over the policy's {settings.decoding} answers of sum over answer tokens of log pi - log pi_ref",
         "samples": [
             {
@@ -178,7 +164,7 @@ def sampled_metrics(models: PolicyAndReference, tokenizer, tasks, prompts, setti
         "num_samples": n,
         "temperature": settings.temperature,
         **scores,
-        "kl_policy_reference": _mean(kls),
+        "kl_policy_reference": mean_or_nan(kls),
         # Over all answers; the n answers of one prompt are not independent, so this understates the spread a little.
-        "kl_policy_reference_se": _standard_error(kls),
+        "kl_policy_reference_se": standard_error(kls),
     }
