@@ -161,11 +161,18 @@ class FastKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
     - without Triton (CPU), the log-probs come from prefopt.lm_head, which projects completion tokens only;
     - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (prefopt.ref_cache);
     - evaluation without compute_metrics skips the logits nothing reads.
+
+    And one addition to the loss, off by default: `sft_weight` > 0 adds that weight times the mean negative
+    log-likelihood of the desirable completions' tokens, as DPOConfig's loss_type "sft" does for chosen answers
+    (TRL's KTO loss has no such term). It is logged as `sft_loss`.
     """
 
-    def __init__(self, *args, share_prompt: bool = True, **kwargs):
+    def __init__(self, *args, share_prompt: bool = True, sft_weight: float = 0.0, **kwargs):
+        if sft_weight < 0:
+            raise ValueError(f"method.sft_weight={sft_weight}: give 0 (KTO alone) or a positive weight.")
         self._models_patched = False
         self.share_prompt = share_prompt
+        self.sft_weight = sft_weight
         super().__init__(*args, **kwargs)
         self._patch_models()
 
@@ -181,8 +188,16 @@ class FastKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
         self._models_patched = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        with self._packed_rows(inputs):
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not self.sft_weight:
+            with self._packed_rows(inputs):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self._packed_rows(inputs), first_output_on(model, inputs["input_ids"]) as policy:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        sft_loss = desirable_nll(policy[0].log_probs, inputs)
+        self._metrics["train" if self.model.training else "eval"]["sft_loss"].append(sft_loss.item())
+        if return_outputs:
+            return result[0] + self.sft_weight * sft_loss, result[1]
+        return result + self.sft_weight * sft_loss
 
     def compute_ref_log_probs(self, model, inputs):
         with self._packed_rows(inputs):
@@ -201,6 +216,33 @@ class FastKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
         if "KL_input_ids" in inputs:
             kl_rows = pack_sequences(inputs["KL_input_ids"], inputs["KL_attention_mask"])
         return rows_computed_as(pack_sequences(inputs["input_ids"], inputs["attention_mask"]), kl_rows)
+
+
+@contextlib.contextmanager
+def first_output_on(model, input_ids: torch.Tensor):
+    """Collects the output of the first forward of `model` on exactly the tensor `input_ids`: in TRL 1.16's
+    KTOTrainer._compute_loss that is the policy's forward on the completion rows (the KL rows are other tensors, the
+    reference's forward on the same rows comes after)."""
+    outputs = []
+
+    def keep(module, args, kwargs, output):
+        if not outputs and kwargs.get("input_ids") is input_ids:
+            outputs.append(output)
+
+    handle = model.register_forward_hook(keep, with_kwargs=True)
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+    if not outputs:
+        raise RuntimeError("KTO's SFT term: TRL's policy forward on the batch was not seen (prefopt/compat/trl.py)")
+
+
+def desirable_nll(log_probs: torch.Tensor, inputs: dict) -> torch.Tensor:
+    """Mean negative log-likelihood over the completion tokens of the desirable rows (label True); 0 without any."""
+    mask = inputs["completion_mask"][:, 1:].bool() & inputs["label"].to(torch.bool)[:, None]
+    log_probs = log_probs[:, -mask.shape[1] :]  # TRL's positions of the real tokens
+    return -log_probs[mask].mean() if mask.any() else log_probs.new_zeros(())
 
 
 class FastRewardTrainer(RewardTrainer):

@@ -17,13 +17,14 @@ def build_trainer(cfg, *, args, model, ref_model, tokenizer, train_dataset, eval
         peft_config=peft_config,
         callbacks=callbacks,
         share_prompt=cfg.method.get("share_prompt", True),  # rows packed around their common prefix
+        sft_weight=cfg.method.get("sft_weight", 0.0),  # + weight * NLL of the desirable completions
     )
 
 
 RECIPE = Recipe(
     config_class=KTOConfig,
     build_trainer=build_trainer,
-    own_keys=("share_prompt",),  # read by build_trainer above, not a config field
+    own_keys=("share_prompt", "sft_weight"),  # read by build_trainer above, not config fields
     data_format="unpaired",  # prompt, completion, label
     uses_reference=True,
     logged_metrics=("rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "kl"),

@@ -36,6 +36,13 @@ RELIANCES = [
     ),
     Reliance(
         "trl",
+        "trl.KTOTrainer._compute_loss",
+        "read",
+        "prefopt.trainers.FastKTOTrainer.compute_loss",
+        "method.sft_weight reads the log-probs of its first policy forward on the batch's input_ids (first_output_on)",
+    ),
+    Reliance(
+        "trl",
         "trl.experimental.orpo.ORPOTrainer.concatenated_forward",
         "overridden",
         "prefopt.trainers_experimental.FastORPOTrainer",

@@ -32,9 +32,13 @@ def sequence_logps(
             attention[row, :end] = 1
             completion[row, len(prompt_ids) : end] = 1
         ids, attention, completion = ids.to(device), attention.to(device), completion.to(device)
-        logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()
-        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        sums.append((token_logps * completion[:, 1:]).sum(dim=1).double().cpu())
+        # Only the positions from the shortest prompt's last token on predict completion tokens: the LM head and the
+        # softmax over the vocabulary skip the rest (most of a row is its prompt).
+        first = min(len(prompt_ids) for prompt_ids, _ in chunk) - 1
+        outputs = model(input_ids=ids, attention_mask=attention, use_cache=False, logits_to_keep=length - first)
+        logits = outputs.logits[:, :-1].float()
+        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, first + 1 :, None]).squeeze(-1)
+        sums.append((token_logps * completion[:, first + 1 :]).sum(dim=1).double().cpu())
     return torch.cat(sums) if sums else torch.zeros(0, dtype=torch.float64)
 
 

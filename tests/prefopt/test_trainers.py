@@ -1,6 +1,7 @@
 """prefopt.trainers: FastDPOTrainer, FastSFTTrainer, FastKTOTrainer and FastRewardTrainer give TRL's loss, metrics
 and gradients; length-grouped batches of pairs."""
 
+import functools
 import math
 
 import pytest
@@ -206,6 +207,32 @@ def test_kto_trainer_gives_trls_loss_metrics_and_gradients_from_packed_rows(
     assert [shape[0] for shape in backbone_row_shapes] == [1] * 4
     assert ours[1]["kl"] > 0 and abs(ours[0] - 0.5) > 1e-3  # the KL term and the loss are not trivial
     assert_same_step(ours, trls)
+
+
+def test_kto_sft_weight_adds_the_desirable_completions_nll_to_trls_loss():
+    cfg = compose_config("method=kto", *TINY, "+train.train_sampling_strategy=sequential")
+    train, _ = load_splits(cfg.dataset, "unpaired")
+    trl_loss, trl_metrics, trl_grads = one_step(KTOTrainer, cfg, train, kto.RECIPE)
+    batches = []
+    weighted = functools.partial(FastKTOTrainer, sft_weight=0.5)
+    loss, metrics, grads = one_step(weighted, cfg, train, kto.RECIPE, batches=batches)
+    # TRL's own metrics unchanged; logps/chosen is TRL's sum of each desirable completion's log-probs, per row.
+    sft_loss = metrics.pop("sft_loss")
+    assert metrics == pytest.approx(trl_metrics, rel=1e-4, abs=1e-7)
+    (batch,) = batches
+    desirable = batch["label"].bool()
+    tokens = batch["completion_mask"][desirable, 1:].sum().item()
+    assert 0 < desirable.sum() < len(desirable)
+    assert sft_loss == pytest.approx(-trl_metrics["logps/chosen"] * desirable.sum().item() / tokens, rel=1e-4)
+    assert loss == pytest.approx(trl_loss + 0.5 * sft_loss, rel=1e-5)
+    assert any(not torch.allclose(grads[n], trl_grads[n]) for n in grads)  # the term reaches the weights
+
+
+def test_kto_sft_weight_must_not_be_negative():
+    cfg = compose_config("method=kto", *TINY)
+    train, _ = load_splits(cfg.dataset, "unpaired")
+    with pytest.raises(ValueError, match="method.sft_weight=-1"):
+        one_step(functools.partial(FastKTOTrainer, sft_weight=-1), cfg, train, kto.RECIPE)
 
 
 @pytest.mark.parametrize(("attention", "batch"), [("sdpa", 8), ("eager", 2)])

@@ -8,10 +8,18 @@ from prefopt.models import load_model, load_tokenizer
 from prefopt.run import trl_config
 
 
-def one_step(trainer_class, cfg, train, recipe, attention: str | None = None, lm_head_inputs: list | None = None):
+def one_step(
+    trainer_class,
+    cfg,
+    train,
+    recipe,
+    attention: str | None = None,
+    lm_head_inputs: list | None = None,
+    batches: list | None = None,
+):
     """Loss, logged metrics and trainable-weight gradients of the first training batch, from the same weights for
     every class; `attention` sets the attention implementation (sdpa, eager); `lm_head_inputs` collects the shape
-    of every input of the model's LM head."""
+    of every input of the model's LM head; `batches` collects the batch."""
     torch.manual_seed(0)  # the same LoRA initialization
     model = load_model(cfg.model, "fp32", seed=0, model_class=recipe.model_class)
     if attention is not None:
@@ -32,6 +40,8 @@ def one_step(trainer_class, cfg, train, recipe, attention: str | None = None, lm
                 param.add_(0.1 * torch.randn(param.shape, generator=generator))
     trainer.model.train()
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    if batches is not None:
+        batches.append(batch)
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()
     grads = {n: p.grad for n, p in trainer.model.named_parameters() if p.grad is not None}
