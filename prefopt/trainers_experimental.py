@@ -79,12 +79,24 @@ class _ScoredPairs:
 
 
 class FastORPOTrainer(_ScoredPairs, ORPOTrainer):
-    """TRL's ORPOTrainer with shared-prompt rows and the scoring head: the same loss, metrics and gradients."""
+    """TRL's ORPOTrainer with shared-prompt rows and the scoring head: the same loss, metrics and gradients.
+
+    One option TRL's has not: `completion_only_loss=True` takes the SFT term over the chosen answers' tokens only, as
+    SFTConfig's completion_only_loss does, where TRL's ORPO (and the paper's) takes it over prompt and answer.
+    """
+
+    def __init__(self, *args, completion_only_loss: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.completion_only_loss = completion_only_loss and self.scoring_head
+        if completion_only_loss and not self.scoring_head:
+            logger.info("completion_only_loss: off for this model (TRL's forward is used), SFT on prompt and answer")
 
     def _padding_value(self):
         return self.padding_value
 
     def _scored_labels(self, ids, attention, labels, pairs):
+        if self.completion_only_loss:
+            return labels  # the SFT term and the log-probs: the answers only
         # ORPO's SFT term covers the chosen rows' prompt and answer; its log-probs the answers only.
         chosen = ids[:pairs].masked_fill(attention[:pairs] == 0, -100)
         return torch.cat([chosen, labels[pairs:]])

@@ -96,6 +96,17 @@ def parse_methods(text: str) -> list[Compared]:
     return compared
 
 
+def check_composes(methods: list[Compared], shared: list[str]) -> None:
+    """Every run's config composes (Hydra) before the first trains: a bad override fails here, not hours later."""
+    from hydra.errors import HydraException
+
+    for compared in methods:
+        try:
+            compose_config(f"method={compared.method}", *compared.overrides, *shared)
+        except HydraException as exc:
+            raise RecipeError(f"--methods {compared.label}: {exc}") from None
+
+
 def run_dir_name(label: str) -> str:
     return label.replace("+", "-").replace("->", "-")
 
@@ -157,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         taken = [run_dir_name(m.label) for m in methods if (out / run_dir_name(m.label)).exists()]
         if taken:
             raise RecipeError(f"{out} already holds run(s) {', '.join(taken)}: pick a new --out.")
-        out.mkdir(parents=True, exist_ok=True)
         logger = next((o.split("=", 1)[1] for o in reversed(overrides) if override_key(o) == "logger"), "wandb")
         shared = one_budget(overrides) + ([f"logger.group=compare-{out.name}"] if logger == "wandb" else [])
+        check_composes(methods, shared)
+        out.mkdir(parents=True, exist_ok=True)
         records = []
         for compared in methods:
             for seed in seeds:

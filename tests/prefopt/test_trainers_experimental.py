@@ -1,6 +1,8 @@
 """prefopt.trainers_experimental: FastORPOTrainer and FastCPOTrainer (CPO, SimPO) give the loss, every logged metric
 and the gradients of TRL's own trainers, from shared-prompt rows and an LM head on the scored tokens only."""
 
+import functools
+
 import pytest
 import torch
 from trl.experimental.cpo import CPOTrainer
@@ -52,6 +54,24 @@ def test_recipe_trainer_gives_trls_loss_metrics_and_gradients(
     assert_same_step(ours, trls)
     expected = {"nll_loss", "logits/chosen", "logits/rejected"} | ({"log_odds_ratio"} if method == "orpo" else set())
     assert expected <= ours[1].keys()
+
+
+def test_orpo_completion_only_loss_takes_the_sft_term_over_the_answers_only():
+    """TRL's CPO takes its SFT term over the chosen answers only: ORPO with completion_only_loss gives the same one,
+    and the same odds-ratio term as TRL's ORPO."""
+    cfg = compose_config("method=orpo", *TINY, "+train.train_sampling_strategy=sequential")
+    train, _ = load_splits(cfg.dataset, "paired")
+    trl_loss, trl_metrics, _ = one_step(ORPOTrainer, cfg, train, orpo.RECIPE)
+    answers_only = functools.partial(FastORPOTrainer, completion_only_loss=True)
+    loss, metrics, _ = one_step(answers_only, cfg, train, orpo.RECIPE)
+    cpo_cfg = compose_config("method=cpo", *TINY, "+train.train_sampling_strategy=sequential")
+    _, cpo_metrics, _ = one_step(CPOTrainer, cpo_cfg, train, cpo.RECIPE)
+    assert metrics["nll_loss"] == pytest.approx(cpo_metrics["nll_loss"], rel=1e-4)
+    assert metrics["nll_loss"] != pytest.approx(trl_metrics["nll_loss"], rel=1e-5)  # a random model: near ln V both
+    for key in ("log_odds_ratio", "log_odds_chosen", "rewards/chosen", "rewards/rejected", "rewards/margins"):
+        assert metrics[key] == pytest.approx(trl_metrics[key], rel=1e-4), key
+    odds_ratio_term = trl_loss - trl_metrics["nll_loss"]
+    assert loss - metrics["nll_loss"] == pytest.approx(odds_ratio_term, rel=1e-4, abs=1e-6)
 
 
 def test_the_batches_compared_have_padding_and_answers_of_different_lengths():

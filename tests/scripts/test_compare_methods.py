@@ -116,6 +116,17 @@ def test_unknown_method_is_refused_before_training(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_override_that_does_not_compose_is_refused_before_training(tmp_path, capsys):
+    script = load_script("scripts/compare_methods.py")
+    methods = "dpo,ipo-w=ipo:method.loss_weights=[0.2,1.0]"  # not a key of conf/method/ipo.yaml: needs a +
+    assert script.main(["--methods", methods, "logger=none", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--methods ipo-w: Could not override 'method.loss_weights'" in err and "+method.loss_weights" in err
+    assert "training" not in err and not (tmp_path / "out").exists()
+    assert script.main(["--methods", "dpo", "train.max_stepz=3", "--out", str(tmp_path / "out")]) == 2
+    assert "--methods dpo: Could not override 'train.max_stepz'" in capsys.readouterr().err
+
+
 def test_the_method_list_is_every_method_config_that_trains_a_policy_and_variants_carry_overrides():
     script = load_script("scripts/compare_methods.py")
     assert script.available_methods() == ["cpo", "dpo", "ipo", "kto", "online-dpo", "orpo", "sft", "sft-dpo", "simpo"]
