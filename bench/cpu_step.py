@@ -69,9 +69,15 @@ TRL_TRAINERS = {
     "sft": ("trl", "SFTTrainer"),
 }
 METHODS = tuple(TRL_TRAINERS)
-# Overrides of a method's default config for the bench: DPO and IPO without their SFT term, the loss TRL's
-# DPOConfig defaults to (and the floor computes).
-METHOD_OVERRIDES = {"dpo": ["method.loss_type=[sigmoid]"], "ipo": ["method.loss_type=[ipo]"]}
+# Overrides of a method's default config for the bench, so that every row computes TRL's own loss: DPO and IPO
+# without their SFT term (the loss TRL's DPOConfig defaults to, and the floor computes), KTO without the recipe's SFT
+# term, ORPO with TRL's SFT term over prompt and answer.
+METHOD_OVERRIDES = {
+    "dpo": ["method.loss_type=[sigmoid]"],
+    "ipo": ["method.loss_type=[ipo]"],
+    "kto": ["method.sft_weight=0"],
+    "orpo": ["method.completion_only_loss=false"],
+}
 # An hh-rlhf-like length mix, in words (about one SmolLM2 token each): the prompt is the dialogue before the last
 # assistant turn, the answers one turn each; medians and log-scale spreads are rough guesses at its shape (no
 # download here), not measured.

@@ -87,6 +87,12 @@ METHODS = ("dpo", "orpo", "kto")
 # Per token of the pairs, in units of N (parameters): 6 for the policy's forward+backward, 2 per forward without
 # gradient (DPO: the reference; KTO: the reference, and its KL rows through policy and reference).
 FLOPS_PER_TOKEN = {"dpo": 8, "orpo": 6, "kto": 12}
+# The overrides that make a recipe row compute plain TRL's loss: the recipe's SFT terms off.
+TRLS_LOSS = {
+    "dpo": ["method.loss_type=[sigmoid]"],
+    "orpo": ["method.completion_only_loss=false"],
+    "kto": ["method.sft_weight=0"],
+}
 REFERENCE_METHODS = ("dpo", "kto")  # the methods with a reference: the ref_precomputed lever applies to them
 
 # One change each to plain TRL, as fields of the method's TRL config for a number of pairs per step. Two need more
@@ -243,7 +249,7 @@ def recipe_trainer(method, variant, shape, precision, train, pairs_per_step, max
         "model=llama3-8b",
         f"peft={variant}",
         "logger=none",
-        *(["method.loss_type=[sigmoid]"] if method == "dpo" else []),  # the loss plain TRL's DPOConfig defaults to
+        *TRLS_LOSS[method],  # the loss plain TRL's trainer computes, without the recipe's SFT terms
         "hardware=80gb",
         f"hardware.memory_gib={budget_gib}",
         "hardware.headroom_gib=0",

@@ -12,13 +12,13 @@ from prefopt.errors import RecipeError
 from prefopt.export import merge_run, push_to_hub
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, help="output folder (default: <run dir>/merged)")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the merged model to this Hub repository")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         out = merge_run(args.run_dir, args.out or args.run_dir / "merged", force=args.force)
         if args.push_to_hub:

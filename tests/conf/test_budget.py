@@ -5,13 +5,25 @@ import pytest
 from prefopt.config import compose_config
 
 
-@pytest.mark.parametrize(("method", "loss_type"), [("dpo", ["sigmoid", "sft"]), ("ipo", ["ipo", "sft"])])
-def test_losses_with_an_sft_term_train_their_own_budget(method, loss_type):
+@pytest.mark.parametrize(
+    ("method", "sft_term"),
+    [
+        ("dpo", ("loss_type", ["sigmoid", "sft"])),
+        ("ipo", ("loss_type", ["ipo", "sft"])),
+        ("kto", ("sft_weight", 1.0)),
+        ("orpo", ("completion_only_loss", True)),  # its SFT term on the answers, as the others'
+        ("simpo", ("cpo_alpha", 1.0)),
+        ("cpo", ("cpo_alpha", 1.0)),
+    ],
+)
+def test_losses_with_an_sft_term_train_their_own_budget(method, sft_term):
     cfg = compose_config(f"method={method}")
-    assert (cfg.train.max_steps, list(cfg.method.loss_type)) == (60, loss_type)
+    key, value = sft_term
+    assert cfg.train.max_steps == 60
+    assert (list(cfg.method[key]) if key == "loss_type" else cfg.method[key]) == value
 
 
-@pytest.mark.parametrize("method", ["kto", "orpo", "simpo", "sft"])
+@pytest.mark.parametrize("method", ["sft", "rm"])
 def test_methods_without_a_budget_train_the_launchers_steps(method):
     assert compose_config(f"method={method}").train.max_steps == 30
 

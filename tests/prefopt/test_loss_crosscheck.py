@@ -114,8 +114,9 @@ def test_ipo_loss_uses_length_normalized_log_ratios_like_trl():
     assert summed != pytest.approx(trl_loss, rel=1e-2)  # the convention matters for this batch
 
 
-def test_orpo_loss_matches_trl():
-    cfg = compose_config("method=orpo", *SMALL)
+@pytest.mark.parametrize("completion_only_loss", [False, True])  # TRL's SFT term, and the default's: answers only
+def test_orpo_loss_matches_trl(completion_only_loss):
+    cfg = compose_config("method=orpo", *SMALL, f"method.completion_only_loss={completion_only_loss}")
     train, held_out = load_splits(cfg.dataset, "paired")
     model = load_model(cfg.model, "fp32", seed=cfg.train.seed)
     trainer = orpo.build_trainer(
@@ -141,11 +142,13 @@ def test_orpo_loss_matches_trl():
     (chosen_tokens, chosen_answer, lc), (_, _, lr) = sides["chosen"], sides["rejected"]
     log_odds = (lc - lr) - (torch.log1p(-torch.exp(lc)) - torch.log1p(-torch.exp(lr)))
     real_tokens = batch["chosen_attention_mask"][:, 1:].float()  # prompt and answer: TRL's NLL span
-    nll = -(chosen_tokens * real_tokens).sum() / real_tokens.sum()
+    span = chosen_answer if completion_only_loss else real_tokens
+    nll = -(chosen_tokens * span).sum() / span.sum()
     ours = (nll - cfg.method.beta * F.logsigmoid(log_odds).mean()).item()
     assert ours == pytest.approx(trl_loss.item(), rel=RTOL)
     assert trl_metrics["eval_log_odds_ratio"] == pytest.approx(F.logsigmoid(log_odds).mean().item(), rel=RTOL)
-    paper_nll = -(chosen_tokens * chosen_answer).sum() / chosen_answer.sum()  # the answer's tokens only
-    paper = (paper_nll - cfg.method.beta * F.logsigmoid(log_odds).mean()).item()
+    other_span = real_tokens if completion_only_loss else chosen_answer  # the paper's formula: the answer's tokens
+    other_nll = -(chosen_tokens * other_span).sum() / other_span.sum()
+    other = (other_nll - cfg.method.beta * F.logsigmoid(log_odds).mean()).item()
     # A random model's per-token NLL is nearly uniform, so the two spans differ little, yet 5x beyond the tolerance.
-    assert abs(paper - trl_loss.item()) > 5 * RTOL * abs(trl_loss.item())
+    assert abs(other - trl_loss.item()) > 5 * RTOL * abs(trl_loss.item())

@@ -13,9 +13,9 @@ from tests.conftest import FAST, compose_config, read_run, run_train
 def runs(tmp_path_factory):
     """One short run per method, shared by the tests below (each run takes ~20 s on 2 cores)."""
     finished = {}
-    for method in ("simpo", "cpo"):
+    for method, overrides in (("simpo", ["method.cpo_alpha=0"]), ("cpo", [])):  # simpo: plain SimPO
         run_dir = tmp_path_factory.mktemp(method) / "run"
-        run_train(f"method={method}", *FAST, f"hydra.run.dir={run_dir}")
+        run_train(f"method={method}", *overrides, *FAST, f"hydra.run.dir={run_dir}")
         finished[method] = read_run(run_dir)
     return finished
 
@@ -23,7 +23,8 @@ def runs(tmp_path_factory):
 def test_method_configs_select_the_intended_cpo_trainer_losses():
     simpo = trl_config(compose_config("method=simpo", "model=tiny-random"))
     assert isinstance(simpo, CPOConfig)
-    assert (simpo.loss_type, simpo.cpo_alpha, simpo.beta, simpo.simpo_gamma) == ("simpo", 0.0, 2.0, 1.0)
+    # make train-simpo is CPO-SimPO: SimPO's loss plus the SFT term on chosen (docs/sweeps.md)
+    assert (simpo.loss_type, simpo.cpo_alpha, simpo.beta, simpo.simpo_gamma) == ("simpo", 1.0, 2.0, 1.0)
     assert simpo.simpo_gamma / simpo.beta == 0.5  # the SimPO authors' starting ratio
     cpo = trl_config(compose_config("method=cpo", "model=tiny-random"))
     assert (cpo.loss_type, cpo.cpo_alpha, cpo.beta) == ("sigmoid", 1.0, 0.1)
