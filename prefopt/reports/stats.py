@@ -54,7 +54,8 @@ def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds p exactly; at p = 0 or 1 the rounding of centre - half would leave it a hair outside.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def rate(value, n, over: str) -> Estimate:

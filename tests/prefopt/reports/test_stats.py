@@ -15,6 +15,8 @@ def test_wilson_interval_matches_known_values_and_stays_inside_zero_and_one():
     low, high = wilson(0, 10)
     assert low == 0.0 and high == pytest.approx(1.959964**2 / (10 + 1.959964**2))  # z^2 / (n + z^2)
     assert wilson(10, 10)[1] == pytest.approx(1.0)
+    for n in range(1, 257):  # the interval holds the rate itself at 0 and 1, where rounding could leave it outside
+        assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
 
 
 def test_a_rate_carries_its_count_and_a_mean_its_standard_error():
