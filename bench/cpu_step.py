@@ -74,7 +74,7 @@ METHODS = tuple(TRL_TRAINERS)
 # term, ORPO with TRL's SFT term over prompt and answer.
 METHOD_OVERRIDES = {
     "dpo": ["method.loss_type=[sigmoid]"],
-    "ipo": ["method.loss_type=[ipo]"],
+    "ipo": ["method.loss_type=[ipo]", "method.loss_weights=null"],
     "kto": ["method.sft_weight=0"],
     "orpo": ["method.completion_only_loss=false"],
 }

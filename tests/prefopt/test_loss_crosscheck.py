@@ -102,7 +102,9 @@ def test_dpo_plus_sft_adds_the_token_mean_nll_of_chosen():
 
 def test_ipo_loss_uses_length_normalized_log_ratios_like_trl():
     # plain IPO: train-ipo's default adds an SFT term
-    cfg, _, trl_loss, policy, reference, mask = dpo_trainer("method=ipo", "method.loss_type=[ipo]")
+    cfg, _, trl_loss, policy, reference, mask = dpo_trainer(
+        "method=ipo", "method.loss_type=[ipo]", "method.loss_weights=null"
+    )
     tau = cfg.method.beta
     ratios = ((policy - reference) * mask).sum(1)
     lengths = mask.sum(1)
