@@ -118,12 +118,15 @@ def test_unknown_method_is_refused_before_training(tmp_path, capsys):
 
 def test_an_override_that_does_not_compose_is_refused_before_training(tmp_path, capsys):
     script = load_script("scripts/compare_methods.py")
-    methods = "dpo,ipo-w=ipo:method.loss_weights=[0.2,1.0]"  # not a key of conf/method/ipo.yaml: needs a +
-    assert script.main(["--methods", methods, "logger=none", "--out", str(tmp_path / "out")]) == 2
+    methods = "dpo,ipo-w=ipo:method.ipo_weight=0.2"  # not a key of conf/method/ipo.yaml: needs a +
+    argv = ["--methods", methods, "model=tiny-random", "logger=none", "--out", str(tmp_path / "out")]
+    assert script.main(argv) == 2
     err = capsys.readouterr().err
-    assert "--methods ipo-w: Could not override 'method.loss_weights'" in err and "+method.loss_weights" in err
+    assert "--methods ipo-w: Could not override 'method.ipo_weight'" in err and "+method.ipo_weight" in err
     assert "training" not in err and not (tmp_path / "out").exists()
-    assert script.main(["--methods", "dpo", "train.max_stepz=3", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        script.main(["--methods", "dpo", "model=tiny-random", "train.max_stepz=3", "--out", str(tmp_path / "out")]) == 2
+    )
     assert "--methods dpo: Could not override 'train.max_stepz'" in capsys.readouterr().err
 
 
