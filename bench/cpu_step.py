@@ -53,7 +53,7 @@ from prefopt.models import load_model, load_tokenizer
 from prefopt.recipe import load_recipe
 from prefopt.run import Models, build_trainer, plan_run, trl_config
 from prefopt.shared_prompt import PAD, share_prompts
-from prefopt.trl_args import METHOD_KEYS
+from prefopt.trl_args import METHOD_KEYS, TRLS_OWN_LOSS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,15 +69,6 @@ TRL_TRAINERS = {
     "sft": ("trl", "SFTTrainer"),
 }
 METHODS = tuple(TRL_TRAINERS)
-# Overrides of a method's default config for the bench, so that every row computes TRL's own loss: DPO and IPO
-# without their SFT term (the loss TRL's DPOConfig defaults to, and the floor computes), KTO without the recipe's SFT
-# term, ORPO with TRL's SFT term over prompt and answer.
-METHOD_OVERRIDES = {
-    "dpo": ["method.loss_type=[sigmoid]"],
-    "ipo": ["method.loss_type=[ipo]", "method.loss_weights=null"],
-    "kto": ["method.sft_weight=0"],
-    "orpo": ["method.completion_only_loss=false"],
-}
 # An hh-rlhf-like length mix, in words (about one SmolLM2 token each): the prompt is the dialogue before the last
 # assistant turn, the answers one turn each; medians and log-scale spreads are rough guesses at its shape (no
 # download here), not measured.
@@ -249,7 +240,7 @@ def measure(method: str, model: str, batch_size: int, steps: int, warmup: int) -
         f"method={method}",
         f"model={model}",
         "logger=none",
-        *METHOD_OVERRIDES.get(method, []),
+        *TRLS_OWN_LOSS.get(method, ()),  # every row computes TRL's own loss
         f"train.per_device_train_batch_size={batch_size}",
         f"train.max_steps={total}",
         "train.save_strategy=no",

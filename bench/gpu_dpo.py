@@ -40,6 +40,7 @@ from prefopt.models import char_tokenizer, load_model
 from prefopt.recipe import load_recipe
 from prefopt.run import Models, build_trainer, plan_run
 from prefopt.trainers import FastDPOTrainer, FastKTOTrainer
+from prefopt.trl_args import TRLS_OWN_LOSS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,12 +88,6 @@ METHODS = ("dpo", "orpo", "kto")
 # Per token of the pairs, in units of N (parameters): 6 for the policy's forward+backward, 2 per forward without
 # gradient (DPO: the reference; KTO: the reference, and its KL rows through policy and reference).
 FLOPS_PER_TOKEN = {"dpo": 8, "orpo": 6, "kto": 12}
-# The overrides that make a recipe row compute plain TRL's loss: the recipe's SFT terms off.
-TRLS_LOSS = {
-    "dpo": ["method.loss_type=[sigmoid]"],
-    "orpo": ["method.completion_only_loss=false"],
-    "kto": ["method.sft_weight=0"],
-}
 REFERENCE_METHODS = ("dpo", "kto")  # the methods with a reference: the ref_precomputed lever applies to them
 
 # One change each to plain TRL, as fields of the method's TRL config for a number of pairs per step. Two need more
@@ -249,7 +244,7 @@ def recipe_trainer(method, variant, shape, precision, train, pairs_per_step, max
         "model=llama3-8b",
         f"peft={variant}",
         "logger=none",
-        *TRLS_LOSS[method],  # the loss plain TRL's trainer computes, without the recipe's SFT terms
+        *TRLS_OWN_LOSS[method],  # the loss plain TRL's trainer computes, without the recipe's SFT terms
         "hardware=80gb",
         f"hardware.memory_gib={budget_gib}",
         "hardware.headroom_gib=0",

@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 # (Recipe.own_keys).
 METHOD_KEYS = ("name", "recipe", "stages")
 TRAIN_KEYS = ("resume",)
+# Overrides of a method's default config under which its recipe computes exactly TRL's own loss: the default's SFT
+# terms off (DPO and IPO as TRL's DPOConfig defaults them, KTO without the recipe's term, ORPO with TRL's term over
+# prompt and answer). The benches compare the recipes with plain TRL under them.
+TRLS_OWN_LOSS = {
+    "dpo": ("method.loss_type=[sigmoid]",),
+    "ipo": ("method.loss_type=[ipo]", "method.loss_weights=null"),
+    "kto": ("method.sft_weight=0",),
+    "orpo": ("method.completion_only_loss=false",),
+}
 
 
 def run_name(cfg: DictConfig) -> str:
