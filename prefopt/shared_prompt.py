@@ -22,8 +22,11 @@ ORPO's and CPO's logits/* metrics average the logits of every position of TRL's 
 nothing sees; in a packed row they come last and, when the forward builds a graph, go through the model after the
 rest from its KV cache without gradient (they feed only the metrics).
 
-SFT batches (`pack_sequences`, FastSFTTrainer) and KTO's completion and KL rows (FastKTOTrainer) are packed the same
-way: one row, the tokens every sequence starts with computed once.
+SFT batches (`pack_sequences`, FastSFTTrainer) are packed the same way: one row, the tokens every sequence starts with
+computed once. KTO's completion rows and mismatched KL rows (FastKTOTrainer) start with the same prompts row by row,
+but TRL scores them in two forwards: `joint_rows` computes both batches as one packed row of pairs (prompt,
+completion, KL completion), the KL completions last; the first forward asked for either batch computes both and the
+next forward, on the other batch, is served its hidden states (`JointRows`).
 
 Anything else (generation, a batch that is not such pairs, attention kernels that take no 4D mask, sliding-window
 or MoE models) goes through the backbone as it is.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -43,7 +47,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from prefopt.compat.models import replace_forward
 
-_ACTIVE: contextvars.ContextVar[tuple[SharedPromptRows, ...]] = contextvars.ContextVar("shared_prompt_rows", default=())
+_ACTIVE: contextvars.ContextVar[tuple[SharedPromptRows | JointRows, ...]] = contextvars.ContextVar(
+    "shared_prompt_rows", default=()
+)
 # Attention implementations that take a custom 4D mask as it is: sdpa a boolean one, eager an additive one.
 MASKABLE_ATTENTION = ("sdpa", "eager")
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
@@ -68,6 +74,9 @@ class SharedPromptRows:
     segments: torch.Tensor  # [R, N]: PROMPT, CHOSEN, REJECTED, CHOSEN_PADDING, REJECTED_PADDING or PAD
     groups: torch.Tensor  # [R, N]: the pair each position belongs to, COMMON for a packed row's common prefix
     source: torch.Tensor  # [2B, L]: index into the flattened [R*N] shared rows, -1 at padding
+    # The segments a packed row puts last, computed after the rest from its KV cache and without gradient when the
+    # forward builds a graph: what feeds only metrics.
+    trailing: tuple[int, ...] = (CHOSEN_PADDING, REJECTED_PADDING)
 
     @property
     def positions_saved(self) -> float:
@@ -98,23 +107,27 @@ class SharedPromptRows:
         valid = self.source >= 0
         return flat[self.source.clamp(min=0)] * valid.unsqueeze(-1).to(hidden.dtype)
 
+    def _trailing(self, segments: torch.Tensor) -> torch.Tensor:
+        return torch.isin(segments, torch.tensor(self.trailing, device=segments.device))
+
     @property
     def trailing_queries(self) -> int:
-        """How many padding queries end the row of a packed layout (it puts them last); 0 with several rows."""
+        """How many trailing positions end the row of a packed layout (it puts them last); 0 with several rows."""
         if self.segments.shape[0] != 1:
             return 0
-        queries = _padding_queries(self.segments[0])
+        queries = self._trailing(self.segments[0])
         count = int(queries.sum())
         return count if count and bool(queries[-count:].all()) else 0
 
     def packed(self, max_length: int = MAX_PACKED_LENGTH) -> SharedPromptRows:
-        """The pairs in one row, their common prefix once, then every padding query; this layout itself when there
-        is no common prefix, one pair, or the row would be longer than max_length."""
+        """The pairs in one row, their common prefix once, then every trailing position (a pair's trailing segments
+        must end its row); this layout itself when there is no common prefix, one pair, or the row would be longer
+        than max_length."""
         pairs = self.shared_ids.shape[0]
         if pairs < 2:
             return self
         real = self.segments != PAD
-        queries = _padding_queries(self.segments)
+        queries = self._trailing(self.segments)
         lengths, query_lengths = (real & ~queries).sum(1), queries.sum(1)
         prefix = _common_prefix_length(self.shared_ids, self.segments)
         total_computed = prefix + int((lengths - prefix).sum())
@@ -124,7 +137,7 @@ class SharedPromptRows:
         j = torch.arange(self.shared_ids.shape[1], device=real.device).expand(pairs, -1)
         offsets = prefix + torch.cumsum(lengths - prefix, 0) - (lengths - prefix)
         index = torch.where(j < prefix, j, offsets.unsqueeze(1) + j - prefix)  # each shared position's packed place
-        # A pair's padding queries follow its answers in its own row; packed, all of them come last.
+        # A pair's trailing positions follow the rest of its row; packed, all of them come last.
         query_offsets = total_computed + torch.cumsum(query_lengths, 0) - query_lengths
         index = torch.where(queries, (query_offsets - lengths).unsqueeze(1) + j, index)
         index = torch.where(real, index, -1)
@@ -141,11 +154,7 @@ class SharedPromptRows:
             packed[name] = row.unsqueeze(0)
         flat_index = index.reshape(-1)
         source = torch.where(self.source >= 0, flat_index[self.source.clamp(min=0)], -1)
-        return SharedPromptRows(self.input_ids, source=source, **packed)
-
-
-def _padding_queries(segments: torch.Tensor) -> torch.Tensor:
-    return (segments == CHOSEN_PADDING) | (segments == REJECTED_PADDING)
+        return SharedPromptRows(self.input_ids, source=source, trailing=self.trailing, **packed)
 
 
 def _common_prefix_length(ids: torch.Tensor, segments: torch.Tensor) -> int:
@@ -243,6 +252,60 @@ def pack_sequences(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Sha
     return packed if packed is not layout else None
 
 
+@dataclass
+class JointRows:
+    """Two batches of right-padded rows, `prompt_i + answer_i` and `prompt_i + other_i` (KTO: the completion rows and
+    the mismatched KL rows), that TRL scores in two forwards, computed in one: `layout` holds both as pairs, the
+    second batch's answers last. The first forward asked for either batch computes both; the next one, on the other
+    batch, is served the hidden states kept for it (any other call drops them).
+
+    `gradient_first`: the first computation builds the graph for the first batch, however the call was made (TRL
+    asks for the KL rows under no_grad, then for the completion rows with gradient) and computes the second batch's
+    answers from the KV cache without it; the computations after it (the reference's) build none."""
+
+    first: torch.Tensor  # the first batch's input_ids [B, L1]
+    second: torch.Tensor  # [B, L2]
+    layout: SharedPromptRows  # [first; second], padded to one width
+    gradient_first: bool
+    kept: tuple[int, torch.Tensor] | None = None  # (batch, its hidden states) for the next call
+
+    def batch_of(self, input_ids: torch.Tensor) -> int | None:
+        for batch, ids in enumerate((self.first, self.second)):
+            if input_ids.shape == ids.shape and torch.equal(input_ids, ids):
+                return batch
+        return None
+
+    def hidden_states(self, batch: int, compute) -> torch.Tensor:
+        """The hidden states of `batch` in TRL's layout; `compute(layout)` gives [first; second]'s."""
+        kept, self.kept = self.kept, None
+        if kept is not None and kept[0] == batch:
+            return kept[1]
+        gradient, self.gradient_first = self.gradient_first, False
+        rows = self.first.shape[0]
+        with torch.enable_grad() if gradient else contextlib.nullcontext():  # slicing too, or it drops the graph
+            hidden = compute(self.layout)
+            both = [hidden[:rows, : self.first.shape[1]], hidden[rows:, : self.second.shape[1]].detach()]
+        self.kept = (1 - batch, both[1 - batch])
+        return both[batch]
+
+
+def joint_rows(first: dict, second: dict, gradient_first: bool) -> JointRows | None:
+    """`first` and `second` (each input_ids, attention_mask, completion_mask) as JointRows, packed around their common
+    prefix, or None when their rows do not start with the same prompts (see share_prompts)."""
+    width = max(first["input_ids"].shape[1], second["input_ids"].shape[1])
+
+    def stacked(key):
+        return torch.cat(
+            [torch.nn.functional.pad(batch[key], (0, width - batch[key].shape[1])) for batch in (first, second)]
+        )
+
+    layout = share_prompts(stacked("input_ids"), stacked("attention_mask"), stacked("completion_mask"))
+    if layout is None:
+        return None
+    layout = dataclasses.replace(layout, trailing=(REJECTED,)).packed()
+    return JointRows(first["input_ids"], second["input_ids"], layout, gradient_first)
+
+
 def pair_answers(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """For [chosen; rejected] rows without a prompt/answer split (a reward model's batch): the completion mask that
     makes each pair's prompt the tokens its two rows start with."""
@@ -255,9 +318,8 @@ def pair_answers(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch
 
 
 @contextlib.contextmanager
-def rows_computed_as(*layouts: SharedPromptRows | None):
-    """While open, a patched backbone called on the input_ids of one of `layouts` computes them in that layout (KTO:
-    its completion rows and its KL rows, each in a forward of its own)."""
+def rows_computed_as(*layouts: SharedPromptRows | JointRows | None):
+    """While open, a patched backbone called on the input_ids of one of `layouts` computes them in that layout."""
     token = _ACTIVE.set(tuple(layout for layout in layouts if layout is not None))
     try:
         yield
@@ -280,13 +342,21 @@ def shared_prompt_rows(batch: dict, sequences: bool = False, padding_queries: bo
         yield layout
 
 
-def _layout_of(input_ids: torch.Tensor | None) -> SharedPromptRows | None:
+def _layout_of(input_ids: torch.Tensor | None) -> SharedPromptRows | tuple[JointRows, int] | None:
+    """The active layout for a backbone call on `input_ids`: SharedPromptRows, or a JointRows and which batch."""
     if input_ids is None:
         return None
+    found = None
     for layout in _ACTIVE.get():
-        if input_ids.shape == layout.input_ids.shape and torch.equal(input_ids, layout.input_ids):
-            return layout
-    return None
+        if isinstance(layout, JointRows):
+            batch = layout.batch_of(input_ids)
+            if batch is None:
+                layout.kept = None  # kept hidden states are served only to the very next call
+            elif found is None:
+                found = (layout, batch)
+        elif found is None and input_ids.shape == layout.input_ids.shape and torch.equal(input_ids, layout.input_ids):
+            found = layout
+    return found
 
 
 def can_share_prompt(model) -> bool:
@@ -326,17 +396,23 @@ def add_shared_prompt_backbone(model) -> bool:
         if plain:
             return original_forward(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("position_ids", "inputs_embeds")}
-        dtype = backbone.get_input_embeddings().weight.dtype
-        mask = layout.attention_mask(implementation, dtype if dtype.is_floating_point else torch.float32)
-        queries = layout.trailing_queries if torch.is_grad_enabled() and not _checkpointed(backbone) else 0
-        if queries:
-            hidden = _forward_queries_without_gradient(original_forward, backbone, layout, mask, queries, kwargs)
-            return BaseModelOutputWithPast(last_hidden_state=layout.to_pair_rows(hidden))
-        outputs = original_forward(
-            input_ids=layout.shared_ids, attention_mask=mask, position_ids=layout.position_ids, **kwargs
-        )
-        outputs.last_hidden_state = layout.to_pair_rows(outputs.last_hidden_state)
-        return outputs
+
+        def compute(layout: SharedPromptRows) -> torch.Tensor:
+            dtype = backbone.get_input_embeddings().weight.dtype
+            mask = layout.attention_mask(implementation, dtype if dtype.is_floating_point else torch.float32)
+            queries = layout.trailing_queries if torch.is_grad_enabled() and not _checkpointed(backbone) else 0
+            if queries:
+                hidden = _forward_queries_without_gradient(original_forward, backbone, layout, mask, queries, kwargs)
+            else:
+                hidden = original_forward(
+                    input_ids=layout.shared_ids, attention_mask=mask, position_ids=layout.position_ids, **kwargs
+                ).last_hidden_state
+            return layout.to_pair_rows(hidden)
+
+        if isinstance(layout, tuple):
+            joint, batch = layout
+            return BaseModelOutputWithPast(last_hidden_state=joint.hidden_states(batch, compute))
+        return BaseModelOutputWithPast(last_hidden_state=compute(layout))
 
     replace_forward(backbone, forward)
     backbone._shares_prompt = True

@@ -24,6 +24,7 @@ from prefopt.lm_head import add_completion_lm_head, triton_head
 from prefopt.ref_cache import ContentKeyedReferenceCache
 from prefopt.shared_prompt import (
     add_shared_prompt_backbone,
+    joint_rows,
     pack_sequences,
     pair_answers,
     rows_computed_as,
@@ -156,8 +157,10 @@ def log_layout_fallback() -> None:
 class FastKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
     """TRL's KTOTrainer, with the same loss and metrics, and four changes that only make it faster:
 
-    - `share_prompt`: the completion rows, and the mismatched KL rows in their own forward, are each packed into one
-      row around the tokens they all start with (a system prompt), computed once (prefopt.shared_prompt);
+    - `share_prompt`: row i of the completion rows and of the mismatched KL rows start with the same prompt, so TRL's
+      two forwards on them (policy, and again reference) are computed as one, each prompt once for both completions
+      and the batch packed into one row around the tokens every row starts with (a system prompt); the policy's KL
+      completions come from its KV cache without gradient (prefopt.shared_prompt.JointRows);
     - without Triton (CPU), the log-probs come from prefopt.lm_head, which projects completion tokens only;
     - precomputed reference log-probs are cached by content, so sweeps and reruns reuse them (prefopt.ref_cache);
     - evaluation without compute_metrics skips the logits nothing reads.
@@ -212,10 +215,18 @@ class FastKTOTrainer(ContentKeyedReferenceCache, KTOTrainer):
     def _packed_rows(self, inputs):
         if not self.share_prompt:
             return contextlib.nullcontext()
-        kl_rows = None
-        if "KL_input_ids" in inputs:
-            kl_rows = pack_sequences(inputs["KL_input_ids"], inputs["KL_attention_mask"])
-        return rows_computed_as(pack_sequences(inputs["input_ids"], inputs["attention_mask"]), kl_rows)
+        if "KL_input_ids" not in inputs:
+            return rows_computed_as(pack_sequences(inputs["input_ids"], inputs["attention_mask"]))
+        kl_rows = {key: inputs[f"KL_{key}"] for key in ("input_ids", "attention_mask", "completion_mask")}
+        # Row i of both starts with prompt i: one forward computes them. TRL asks for the policy's KL rows (no_grad)
+        # before its completion rows (with gradient): the first computation builds the completion rows' graph.
+        both = joint_rows(inputs, kl_rows, gradient_first=torch.is_grad_enabled())
+        if both is not None:
+            return rows_computed_as(both)
+        return rows_computed_as(
+            pack_sequences(inputs["input_ids"], inputs["attention_mask"]),
+            pack_sequences(kl_rows["input_ids"], kl_rows["attention_mask"]),
+        )
 
 
 @contextlib.contextmanager

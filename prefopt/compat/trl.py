@@ -38,8 +38,10 @@ RELIANCES = [
         "trl",
         "trl.KTOTrainer._compute_loss",
         "read",
-        "prefopt.trainers.FastKTOTrainer.compute_loss",
-        "method.sft_weight reads the log-probs of its first policy forward on the batch's input_ids (first_output_on)",
+        "prefopt.trainers.FastKTOTrainer.compute_loss, prefopt.trainers.FastKTOTrainer._packed_rows",
+        "method.sft_weight reads the log-probs of its first policy forward on the batch's input_ids (first_output_on); "
+        "share_prompt serves its forwards in pairs from one computation each (prefopt.shared_prompt.JointRows), "
+        "relying on their order: the policy's KL rows (no_grad) then its completion rows, then the reference's",
     ),
     Reliance(
         "trl",

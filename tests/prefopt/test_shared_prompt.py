@@ -329,7 +329,8 @@ def test_a_sequence_classifier_scores_each_pair_from_one_row():
 
 
 def test_several_batches_each_computed_in_its_own_layout(backbone_row_shapes):
-    """KTO's completion rows and its KL rows go through the backbone in separate calls, each packed."""
+    """Batches that do not start with the same prompts row by row (KTO's completion and KL rows then) go through the
+    backbone in separate calls, each packed."""
     cfg = compose_config(*TINY)
     model = load_model(cfg.model, "fp32", seed=0)
     first = torch.tensor([[3, 4, 5, 6, 7, 0], [3, 4, 8, 9, 10, 11], [3, 4, 12, 0, 0, 0]])
@@ -349,3 +350,77 @@ def test_several_batches_each_computed_in_its_own_layout(backbone_row_shapes):
     for ids, ours, theirs in zip((first, second), packed, plain):
         real = ids != 0
         torch.testing.assert_close(ours[real], theirs[real], rtol=1e-5, atol=1e-5)
+
+
+# KTO's two batches: row i of both starts with prompt i ([3, 4, 5] and [3, 4, 8, 9]), then a different completion.
+KTO_COMPLETIONS = torch.tensor([[3, 4, 5, 6, 7, 0], [3, 4, 8, 9, 10, 11]])
+KTO_KL = torch.tensor([[3, 4, 5, 12, 0, 0, 0], [3, 4, 8, 9, 13, 14, 15]])
+KTO_PROMPT_LENGTHS = torch.tensor([[3], [4]])
+
+
+def kto_batch(ids: torch.Tensor) -> dict:
+    completion = (torch.arange(ids.shape[1]) >= KTO_PROMPT_LENGTHS) & (ids != 0)
+    return {"input_ids": ids, "attention_mask": (ids != 0).long(), "completion_mask": completion.long()}
+
+
+def test_joint_rows_compute_both_batches_in_one_row_and_serve_the_next_call(backbone_row_shapes):
+    cfg = compose_config(*TINY)
+    model = load_model(cfg.model, "fp32", seed=0).eval()
+    assert shared_prompt.add_shared_prompt_backbone(model)
+    completions, kl_rows = kto_batch(KTO_COMPLETIONS), kto_batch(KTO_KL)
+    joint = shared_prompt.joint_rows(completions, kl_rows, gradient_first=False)
+    # The common prefix once, each prompt once with its completion, the second batch's completions last.
+    assert joint.layout.shared_ids.tolist() == [[3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]
+    assert joint.layout.position_ids.tolist() == [[0, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6]]
+
+    def hidden(batch):
+        return model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+
+    with torch.no_grad():
+        plain = [hidden(batch) for batch in (completions, kl_rows)]
+        with shared_prompt.rows_computed_as(joint):
+            ours_kl, ours = hidden(kl_rows), hidden(completions)  # TRL's order: the KL rows first
+        assert len(backbone_row_shapes) == 1
+        for batch, mine, theirs in zip((completions, kl_rows), (ours, ours_kl), plain):
+            real = batch["attention_mask"].bool()
+            torch.testing.assert_close(mine[real], theirs[real], rtol=1e-5, atol=1e-5)
+        # Kept hidden states go to the very next call only: a call on anything else in between drops them.
+        with shared_prompt.rows_computed_as(shared_prompt.joint_rows(completions, kl_rows, gradient_first=False)):
+            hidden(kl_rows), hidden(kto_batch(KTO_COMPLETIONS[:, :4])), hidden(completions)
+        assert len(backbone_row_shapes) == 3
+
+
+def test_joint_rows_build_the_first_batchs_graph_even_when_the_second_is_asked_first_without_gradient(
+    backbone_row_shapes,
+):
+    """TRL's KTO asks for the policy's KL rows under no_grad, then for its completion rows with gradient: the one
+    computation builds the completion rows' graph, and their gradients are the plain forward's."""
+    cfg = compose_config(*TINY)
+    model = load_model(cfg.model, "fp32", seed=0).eval()
+    completions, kl_rows = kto_batch(KTO_COMPLETIONS), kto_batch(KTO_KL)
+    real = completions["attention_mask"].bool()
+
+    def completion_gradients(layout):
+        model.zero_grad()
+        with shared_prompt.rows_computed_as(layout):
+            with torch.no_grad():
+                kl = model.model(input_ids=KTO_KL, attention_mask=kl_rows["attention_mask"]).last_hidden_state
+            out = model.model(input_ids=KTO_COMPLETIONS, attention_mask=completions["attention_mask"]).last_hidden_state
+        out[real].pow(2).mean().backward()
+        return kl, {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+
+    plain_kl, plain = completion_gradients(None)
+    assert shared_prompt.add_shared_prompt_backbone(model)
+    ours_kl, ours = completion_gradients(shared_prompt.joint_rows(completions, kl_rows, gradient_first=True))
+    assert len(backbone_row_shapes) == 1 and not ours_kl.requires_grad
+    kl_real = kl_rows["attention_mask"].bool()
+    torch.testing.assert_close(ours_kl[kl_real], plain_kl[kl_real], rtol=1e-5, atol=1e-5)
+    assert ours.keys() == plain.keys() and len(ours) > 4
+    for name, grad in plain.items():
+        torch.testing.assert_close(ours[name], grad, rtol=1e-4, atol=5e-7)
+
+
+def test_joint_rows_need_the_same_prompts_row_by_row():
+    other_prompt = KTO_KL.clone()
+    other_prompt[1, 2] = 7
+    assert shared_prompt.joint_rows(kto_batch(KTO_COMPLETIONS), kto_batch(other_prompt), gradient_first=False) is None

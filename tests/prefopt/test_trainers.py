@@ -23,7 +23,7 @@ from prefopt.trainers import (
 )
 from recipes import dpo, kto, rm, sft
 from tests.conftest import compose_config
-from tests.prefopt.trainer_steps import assert_same_step, one_step
+from tests.prefopt.trainer_steps import assert_same_step, lora_trainer, one_step
 
 TINY = ["model=tiny-random", "logger=none", "dataset.num_train=16", "dataset.num_eval=8"]
 
@@ -177,22 +177,16 @@ def test_precomputed_reference_log_probs_come_from_the_completion_head(chunked_h
     logps = {}
     for trainer_class in (FastDPOTrainer, DPOTrainer):
         calls.clear()
-        trainer = trainer_class(
-            model=load_model(cfg.model, "fp32", seed=0),
-            args=trl_config(cfg),
-            train_dataset=train,
-            processing_class=load_tokenizer(cfg.model),
-            peft_config=lora_config(cfg.peft),
-        )
+        trainer = lora_trainer(trainer_class, cfg, train)
         logps[trainer_class] = (trainer.train_dataset["ref_chosen_logps"], len(calls))
     (trl_logps, trl_calls), (our_logps, our_calls) = logps[DPOTrainer], logps[FastDPOTrainer]
     assert trl_calls > 0 and our_calls == 0
     assert our_logps == pytest.approx(trl_logps, abs=1e-4) and len(our_logps) == 16
 
 
-@pytest.mark.parametrize(("attention", "batch"), [("sdpa", 4), ("eager", 2)])
+@pytest.mark.parametrize(("attention", "batch", "rows"), [("sdpa", 4, 1), ("eager", 2, 1), ("sdpa", 8, 8)])
 def test_kto_trainer_gives_trls_loss_metrics_and_gradients_from_packed_rows(
-    attention, batch, chunked_head_calls, backbone_row_shapes
+    attention, batch, rows, chunked_head_calls, backbone_row_shapes
 ):
     cfg = compose_config(
         "method=kto", *TINY, "+train.train_sampling_strategy=sequential", f"train.per_device_train_batch_size={batch}"
@@ -203,10 +197,27 @@ def test_kto_trainer_gives_trls_loss_metrics_and_gradients_from_packed_rows(
     chunked_head_calls.clear()
     ours = one_step(FastKTOTrainer, cfg, train, kto.RECIPE, attention)
     assert not chunked_head_calls  # the recipe's trainer scored the completion tokens itself
-    # Policy and reference, each on the completion rows and the KL rows: four forwards, each on one packed row.
-    assert [shape[0] for shape in backbone_row_shapes] == [1] * 4
+    # TRL's four forwards (policy and reference, each on the completion rows and the KL rows) computed as two, each
+    # on both: one packed row, or (8 tiny-model rows are too long to pack) one row per prompt.
+    assert [shape[0] for shape in backbone_row_shapes] == [rows] * 2
     assert ours[1]["kl"] > 0 and abs(ours[0] - 0.5) > 1e-3  # the KL term and the loss are not trivial
     assert_same_step(ours, trls)
+
+
+def test_kto_precomputed_reference_log_probs_equal_trls_one_forward_per_batch(backbone_row_shapes):
+    """TRL precomputes the reference's log-probs of the completion rows and of the KL rows in two forwards per batch;
+    the recipe's trainer computes both in one packed row."""
+    cfg = compose_config("method=kto", *TINY, "method.precompute_ref_log_probs=true")
+    train, _ = load_splits(cfg.dataset, "unpaired")
+    columns = {}
+    for trainer_class in (KTOTrainer, FastKTOTrainer):
+        backbone_row_shapes.clear()
+        trainer = lora_trainer(trainer_class, cfg, train)
+        columns[trainer_class] = {key: trainer.train_dataset[key] for key in ("ref_logps", "ref_KL_logps")}
+    batches = math.ceil(len(train) / cfg.train.per_device_train_batch_size)  # TRL's precompute batch size
+    assert len(backbone_row_shapes) == batches  # one forward per batch (one row per pair, or packed)
+    for key, theirs in columns[KTOTrainer].items():
+        assert columns[FastKTOTrainer][key] == pytest.approx(theirs, abs=1e-4) and len(theirs) == len(train)
 
 
 def test_kto_sft_weight_adds_the_desirable_completions_nll_to_trls_loss():
@@ -257,13 +268,7 @@ def test_kto_with_a_model_that_cannot_take_the_mask_keeps_trls_layout_and_says_s
     model = load_model(cfg.model, "fp32")
     model.config.sliding_window = 4  # sliding-window attention: a custom mask would ignore the window
     with caplog.at_level("INFO", logger="prefopt.trainers"):
-        trainer = FastKTOTrainer(
-            model=model,
-            args=trl_config(cfg),
-            train_dataset=train,
-            processing_class=load_tokenizer(cfg.model),
-            peft_config=lora_config(cfg.peft),
-        )
+        trainer = lora_trainer(FastKTOTrainer, cfg, train, model)
     assert trainer.share_prompt is False
     assert "share_prompt: off for this model" in caplog.text
     trainer.compute_loss(trainer.model, trainer._prepare_inputs(next(iter(trainer.get_train_dataloader()))))
@@ -277,13 +282,7 @@ def test_kto_evaluation_skips_the_logits_nothing_reads():
     train, _ = load_splits(cfg.dataset, "unpaired")
     losses = {}
     for trainer_class in (KTOTrainer, FastKTOTrainer):
-        trainer = trainer_class(
-            model=load_model(cfg.model, "fp32", seed=0),
-            args=trl_config(cfg),
-            train_dataset=train,
-            processing_class=load_tokenizer(cfg.model),
-            peft_config=lora_config(cfg.peft),
-        )
+        trainer = lora_trainer(trainer_class, cfg, train)
         trainer.model.eval()
         batch = next(iter(trainer.get_train_dataloader()))
         loss, logits, labels = trainer.prediction_step(trainer.model, batch, prediction_loss_only=False)

@@ -66,3 +66,14 @@ def assert_same_step(ours, trls, metric_rtol: float = 1e-4):
     for name in grads:
         # fp32 sums in another order: entries near zero differ by ~1e-7
         torch.testing.assert_close(grads[name], trl_grads[name], rtol=1e-4, atol=5e-7)
+
+
+def lora_trainer(trainer_class, cfg, train, model=None):
+    """`trainer_class` on `cfg`'s tiny model (or `model`) with its LoRA adapter, TRL config and tokenizer."""
+    return trainer_class(
+        model=model if model is not None else load_model(cfg.model, "fp32", seed=0),
+        args=trl_config(cfg),
+        train_dataset=train,
+        processing_class=load_tokenizer(cfg.model),
+        peft_config=lora_config(cfg.peft),
+    )

@@ -1,5 +1,5 @@
 """prefopt/evaluation/logprobs.py on the tiny random model: pair metrics equal TRL's (with TRL's token split), and
-padding never changes a sequence's log-probability."""
+neither padding nor packing changes a sequence's log-probability."""
 
 import pytest
 import torch
@@ -69,16 +69,25 @@ def test_pair_metrics_equal_what_trls_dpo_trainer_logs(tokenizer):
         assert twice[f"{name}_se"] == pytest.approx(ours[f"{name}_se"] * (15 / 31) ** 0.5, rel=1e-5), name
 
 
-def test_sequence_logps_do_not_depend_on_what_else_is_in_the_batch(tokenizer):
+def test_sequence_logps_do_not_depend_on_what_else_is_in_the_batch(tokenizer, backbone_row_shapes):
     model = perturb(load_model(compose_config(*SMALL).model, "fp32", seed=1), 0.05)
     sequences = []
     for row in builtin.build_pairs(4, 4)["test"]:
         prompt_ids, chosen_ids, rejected_ids = encode_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"])
         sequences += [(prompt_ids, chosen_ids), (prompt_ids, rejected_ids)]
     together = sequence_logps(model, sequences, batch_size=8, pad_id=tokenizer.pad_token_id)
+    prefix = common_prefix(sequences)
+    (packed,) = backbone_row_shapes  # the batch went through the backbone as one row, the prefix once, no padding
+    assert packed[:2] == (1, sum(len(p) + len(c) for p, c in sequences) - 7 * prefix)
+    # Chosen answers first, then the rejected ones: a batch of pairs, each prompt computed once for both answers.
+    pairs_order = sequences[0::2] + sequences[1::2]
+    as_pairs = sequence_logps(model, pairs_order, batch_size=8, pad_id=tokenizer.pad_token_id)
+    assert backbone_row_shapes[1][1] == packed[1] - sum(len(p) - prefix for p, _ in sequences[1::2])
     alone = torch.cat([sequence_logps(model, [s], batch_size=1, pad_id=tokenizer.pad_token_id) for s in sequences])
+    assert len(backbone_row_shapes) == 2  # one sequence is not packed
     assert len({len(p) + len(c) for p, c in sequences}) > 1  # the batch really is padded
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(as_pairs, torch.cat([alone[0::2], alone[1::2]]), rtol=1e-5, atol=1e-4)
     # and the sum is over completion tokens only: by hand for the first sequence
     prompt_ids, completion_ids = sequences[0]
     ids = torch.tensor([prompt_ids + completion_ids])
@@ -86,3 +95,12 @@ def test_sequence_logps_do_not_depend_on_what_else_is_in_the_batch(tokenizer):
         logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
     by_hand = sum(logp[len(prompt_ids) - 1 + i, token].item() for i, token in enumerate(completion_ids))
     assert together[0].item() == pytest.approx(by_hand, abs=1e-4)
+
+
+def common_prefix(sequences) -> int:
+    """How many tokens every sequence's prompt starts with."""
+    prompts = [p for p, _ in sequences]
+    length = 0
+    while length < min(map(len, prompts)) and len({p[length] for p in prompts}) == 1:
+        length += 1
+    return length
