@@ -41,6 +41,7 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import is_peft_model
 from transformers import DynamicCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
@@ -372,7 +373,9 @@ def can_share_prompt(model) -> bool:
 
 
 def add_shared_prompt_backbone(model) -> bool:
-    """Patch the backbone of causal LM `model` (the base model under a peft wrapper); False if it cannot share."""
+    """Patch the backbone of causal LM `model` (or of the model under its peft wrapper); False if it cannot share."""
+    if is_peft_model(model):
+        model = model.get_base_model()
     if not can_share_prompt(model):
         return False
     backbone = model.base_model

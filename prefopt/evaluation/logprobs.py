@@ -25,7 +25,7 @@ def sequence_logps(
     (prefopt.shared_prompt): the same log-probs, to float rounding."""
     model.eval()
     device = _device(model)
-    shares = add_shared_prompt_backbone(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    shares = add_shared_prompt_backbone(model)
     sums = []
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start : start + batch_size]

@@ -104,3 +104,19 @@ def common_prefix(sequences) -> int:
     while length < min(map(len, prompts)) and len({p[length] for p in prompts}) == 1:
         length += 1
     return length
+
+
+def test_sequence_logps_of_a_lora_model_are_packed_as_its_base_models(tokenizer, backbone_row_shapes):
+    from peft import LoraConfig, get_peft_model
+
+    model = perturb(load_model(compose_config(*SMALL).model, "fp32", seed=1), 0.05)
+    sequences = []
+    for row in builtin.build_pairs(2, 2)["test"]:
+        prompt_ids, chosen_ids, rejected_ids = encode_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"])
+        sequences += [(prompt_ids, chosen_ids), (prompt_ids, rejected_ids)]
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))  # B = 0: the base model's function
+    wrapped = sequence_logps(lora, sequences, batch_size=4, pad_id=tokenizer.pad_token_id)
+    assert len(backbone_row_shapes) == 1 and backbone_row_shapes[0][0] == 1  # one packed row
+    with lora.disable_adapter():
+        base = sequence_logps(lora.get_base_model(), sequences, batch_size=4, pad_id=tokenizer.pad_token_id)
+    torch.testing.assert_close(wrapped, base, rtol=1e-5, atol=1e-4)
