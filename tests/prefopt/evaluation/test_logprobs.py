@@ -71,10 +71,7 @@ def test_pair_metrics_equal_what_trls_dpo_trainer_logs(tokenizer):
 
 def test_sequence_logps_do_not_depend_on_what_else_is_in_the_batch(tokenizer, backbone_row_shapes):
     model = perturb(load_model(compose_config(*SMALL).model, "fp32", seed=1), 0.05)
-    sequences = []
-    for row in builtin.build_pairs(4, 4)["test"]:
-        prompt_ids, chosen_ids, rejected_ids = encode_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"])
-        sequences += [(prompt_ids, chosen_ids), (prompt_ids, rejected_ids)]
+    sequences = pair_sequences(tokenizer, 4)
     together = sequence_logps(model, sequences, batch_size=8, pad_id=tokenizer.pad_token_id)
     prefix = common_prefix(sequences)
     (packed,) = backbone_row_shapes  # the batch went through the backbone as one row, the prefix once, no padding
@@ -97,6 +94,15 @@ def test_sequence_logps_do_not_depend_on_what_else_is_in_the_batch(tokenizer, ba
     assert together[0].item() == pytest.approx(by_hand, abs=1e-4)
 
 
+def pair_sequences(tokenizer, pairs: int) -> list[tuple[list[int], list[int]]]:
+    """Built-in test pairs as (prompt, answer) sequences: chosen, rejected, chosen, ..."""
+    sequences = []
+    for row in builtin.build_pairs(pairs, pairs)["test"]:
+        prompt_ids, chosen_ids, rejected_ids = encode_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"])
+        sequences += [(prompt_ids, chosen_ids), (prompt_ids, rejected_ids)]
+    return sequences
+
+
 def common_prefix(sequences) -> int:
     """How many tokens every sequence's prompt starts with."""
     prompts = [p for p, _ in sequences]
@@ -110,10 +116,7 @@ def test_sequence_logps_of_a_lora_model_are_packed_as_its_base_models(tokenizer,
     from peft import LoraConfig, get_peft_model
 
     model = perturb(load_model(compose_config(*SMALL).model, "fp32", seed=1), 0.05)
-    sequences = []
-    for row in builtin.build_pairs(2, 2)["test"]:
-        prompt_ids, chosen_ids, rejected_ids = encode_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"])
-        sequences += [(prompt_ids, chosen_ids), (prompt_ids, rejected_ids)]
+    sequences = pair_sequences(tokenizer, 2)
     lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))  # B = 0: the base model's function
     wrapped = sequence_logps(lora, sequences, batch_size=4, pad_id=tokenizer.pad_token_id)
     assert len(backbone_row_shapes) == 1 and backbone_row_shapes[0][0] == 1  # one packed row
